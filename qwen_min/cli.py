@@ -1,0 +1,55 @@
+"""The `qwen-min` command line (also `python -m qwen_min`).
+
+Design choices
+- One sub-command per job; each lives with the code it drives and is registered in
+  `COMMANDS` as (module, add_arguments, run), imported only when used, so
+  `qwen-min --help` stays fast.
+- Bad input ends in one line on stderr, `qwen-min <command>: error: ...`, and exit code 2,
+  never a traceback: every error the package raises on purpose is a ValueError,
+  OSError or RuntimeError subclass and is caught here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Each module defines add_arguments(parser) and run(args).
+COMMANDS = {
+    "fetch": ("qwen_min.fetch", "download and verify the default checkpoint (Qwen2.5-Coder-0.5B-Instruct GGUF)"),
+    "bench": ("qwen_min.bench", "benchmarks, as ratios against a reference measured in the same run"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qwen-min",
+        description="qwen-min: Qwen2.5 built from scratch, checked against the real thing.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return importlib.import_module(args._module).run(args) or 0
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"qwen-min {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
