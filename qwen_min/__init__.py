@@ -28,7 +28,8 @@ _EXPORTS = {
     "from_pretrained": "qwen_min.checkpoint",
     "save_pretrained": "qwen_min.checkpoint",
     # chapter 6: generation
-    "generate": "qwen_min.generate",
+    "generate": "qwen_min.generation",
+    "chat_defaults": "qwen_min.generation",
     # chapter 9: DPO
     "dpo_loss": "qwen_min.dpo",
 }

@@ -18,6 +18,10 @@ import sys
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args).
 COMMANDS = {
     "fetch": ("qwen_min.fetch", "download and verify the default checkpoint (Qwen2.5-Coder-0.5B-Instruct GGUF)"),
+    "train-tokenizer": ("qwen_min.bpe_train", "train a byte-level BPE tokenizer on text files (Qwen2.5 pre-tokenizer)"),
+    "generate": ("qwen_min.chat", "continue a prompt with the model (default: greedy, the default checkpoint)"),
+    "chat": ("qwen_min.chat", "interactive chat with the model, replies streamed as they are generated"),
+    "pretrain": ("qwen_min.pretrain", "train a small Qwen from scratch on data/corpora (CPU, or GPUs with torchrun)"),
     "bench": ("qwen_min.bench", "benchmarks, as ratios against a reference measured in the same run"),
 }
 

@@ -146,7 +146,8 @@ class QwenConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names and v is not None}
         kwargs.setdefault("num_key_value_heads", d["num_attention_heads"])
-        kwargs.setdefault("attention_bias", True)  # Qwen2Config has no such key: q/k/v always carry a bias
+        kwargs.setdefault("attention_bias", d.get("qkv_bias", True))  # Qwen2Config: always a q/k/v bias; Qwen2MoeConfig: qkv_bias
+        kwargs.setdefault("tie_word_embeddings", False)  # transformers' default (Qwen2 and Qwen2-MoE) when the key is absent
         # transformers >= 5 folds rope_theta and rope_scaling into one "rope_parameters" dict
         rope = d.get("rope_parameters") or d.get("rope_scaling")
         if rope:
@@ -189,6 +190,8 @@ class QwenConfig:
             "eos_token_id": 151645,
             "torch_dtype": "float32",
         }
+        if self.vocab_size <= d["eos_token_id"]:  # the official tokenizer's ids mean nothing to a smaller vocabulary
+            del d["bos_token_id"], d["eos_token_id"]
         if self.rope_scaling:
             d["rope_scaling"] = dict(self.rope_scaling)
         if self.is_moe:

@@ -41,3 +41,32 @@ def hf_gguf_tokenizer(gguf_path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+
+
+@pytest.fixture(scope="session")
+def hf_gguf_model(gguf_path):
+    """transformers' Qwen2ForCausalLM read from the GGUF checkpoint, fp32 (dequantised by `gguf`): the reference model.
+    ~30 s and 2.5 GB: every real-checkpoint test shares this one."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_corpora(tmp_path_factory) -> Path:
+    """A data folder like data/corpora but small: 'prose' (Shakespeare) and 'code' (Python), 30 documents of
+    ~600 characters each, cut from the shipped corpora, for fast pretraining tests."""
+    import gzip
+    import json
+
+    from qwen_min.data import read_documents
+
+    folder = tmp_path_factory.mktemp("corpora")
+    for name, source in (("prose", "shakespeare"), ("code", "python-stdlib")):
+        text = "".join(read_documents(REPO / "data" / "corpora" / source)[:3])
+        docs = [{"title": f"{name}{i}", "text": text[i * 600:(i + 1) * 600]} for i in range(30)]
+        (folder / name).mkdir()
+        with gzip.open(folder / name / "documents.jsonl.gz", "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps(d) + "\n" for d in docs)
+    return folder
