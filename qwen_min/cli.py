@@ -22,6 +22,9 @@ COMMANDS = {
     "generate": ("qwen_min.chat", "continue a prompt with the model (default: greedy, the default checkpoint)"),
     "chat": ("qwen_min.chat", "interactive chat with the model, replies streamed as they are generated"),
     "pretrain": ("qwen_min.pretrain", "train a small Qwen from scratch on data/corpora (CPU, or GPUs with torchrun)"),
+    "sft": ("qwen_min.sft", "supervised fine-tuning in ChatML, loss on the assistant's tokens only (full or LoRA)"),
+    "make-pairs": ("qwen_min.pairs", "sample the SFT model, score answers with the task checkers, write preference pairs"),
+    "dpo": ("qwen_min.dpo", "direct preference optimisation of an SFT model on preference pairs (qwen-min make-pairs)"),
     "bench": ("qwen_min.bench", "benchmarks, as ratios against a reference measured in the same run"),
 }
 

@@ -66,6 +66,17 @@ def completion_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: i
     return (token_logps * keep).sum(-1)  # (b,)
 
 
+def optimal_policy(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """The policy maximising E[r] - beta * KL(pi || pi_ref) over a finite set of answers (last dim): pi_ref * exp(r / beta), normalised.
+
+    DPO's derivation starts here: invert it for r and the partition function cancels in a pair.
+
+    >>> optimal_policy(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]), beta=1.0)   # e / (e + 1)
+    tensor([0.7311, 0.2689])
+    """
+    return torch.softmax(ref_probs.log() + rewards / beta, dim=-1)
+
+
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
              ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
              beta: float = 0.1) -> tuple[torch.Tensor, dict[str, float]]:
@@ -185,9 +196,13 @@ class PairBatches:
         self._order = self._permutation()
 
 
-def dpo_batch_loss(model, batch: dict[str, torch.Tensor], beta: float = 0.1, reference=None):
-    """The Trainer's loss_fn: DPO over a PairBatches batch; reference log-probs from the batch or from `reference`."""
-    logps = completion_logps(model(batch["input_ids"]), batch["labels"])  # (2b,)
+def dpo_batch_loss(model, batch: dict[str, torch.Tensor], beta: float = 0.1, reference=None, nll_weight: float = 0.0):
+    """The Trainer's loss_fn: DPO over a PairBatches batch; reference log-probs from the batch or from `reference`.
+
+    nll_weight > 0 adds that times the mean cross-entropy of the chosen answers' tokens (TRL's `rpo_alpha`).
+    """
+    logits = model(batch["input_ids"])  # (2b, t, vocab)
+    logps = completion_logps(logits, batch["labels"])  # (2b,)
     if "ref_logps" in batch:
         ref = batch["ref_logps"]
     elif reference is not None:
@@ -196,7 +211,14 @@ def dpo_batch_loss(model, batch: dict[str, torch.Tensor], beta: float = 0.1, ref
     else:
         raise ValueError("DPO needs reference log-probs: attach them to the batches or pass the frozen reference model")
     b = len(logps) // 2
-    return dpo_loss(logps[:b], logps[b:], ref[:b], ref[b:], beta)
+    loss, metrics = dpo_loss(logps[:b], logps[b:], ref[:b], ref[b:], beta)
+    if nll_weight:
+        from .model import causal_lm_loss
+
+        nll = causal_lm_loss(logits[:b], batch["labels"][:b])
+        loss = loss + nll_weight * nll
+        metrics["nll/chosen"] = nll.item()
+    return loss, metrics
 
 
 # ---------------------------------------------------------------------------- curves
@@ -230,7 +252,7 @@ def plot_dpo_metrics(metrics_path, png_path=None, axes=None):
 
 
 # ---------------------------------------------------------------------------- qwen-min dpo
-DEFAULTS = dict(beta=0.1, lr=5e-5, min_lr=None, warmup_steps=0, epochs=1.0, max_steps=None, batch_size=8, grad_accum=1,
+DEFAULTS = dict(beta=0.1, nll_weight=0.0, lr=5e-5, min_lr=None, warmup_steps=0, epochs=1.0, max_steps=None, batch_size=8, grad_accum=1,
                 weight_decay=0.0, grad_clip=1.0, eval_every=10, save_every=0, val_fraction=0.1, reference="precomputed",
                 max_len=512, seed=0, eval_tasks=None, eval_prompts=50, eval_seed=1, max_new_tokens=32, precision="auto")
 
@@ -245,6 +267,8 @@ def add_arguments(p):
     p.add_argument("--out", type=Path, required=True, help="run folder: metrics.jsonl, dpo.png, checkpoint.pt, eval.json, model/")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (settings from run.json)")
     p.add_argument("--beta", type=float, help=f"DPO beta: how far the policy may drift from the reference (default {d['beta']})")
+    p.add_argument("--nll-weight", type=float, help="weight of an extra cross-entropy loss on the chosen answers "
+                                                   f"(TRL's rpo_alpha; default {d['nll_weight']:g}: plain DPO)")
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {d['lr']:g}; the report's 0.5B-72B runs use 7e-7)")
     p.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine (default lr / 10)")
     p.add_argument("--warmup-steps", type=int, help=f"(default {d['warmup_steps']})")
@@ -357,7 +381,7 @@ def run(args):
     reference = None
     if settings["reference"] == "frozen":
         reference = copy.deepcopy(model).eval().requires_grad_(False)
-    loss_fn = functools.partial(dpo_batch_loss, beta=settings["beta"], reference=reference)
+    loss_fn = functools.partial(dpo_batch_loss, beta=settings["beta"], reference=reference, nll_weight=settings["nll_weight"])
     trainer = Trainer(model, loss_fn, train, config, {"pairs": val.fixed_batches()}, world, extra_state={"settings": settings})
     if reference is None:  # before fit(), which loads a resumed checkpoint: the reference is always the SFT model
         for batches in (train, val):

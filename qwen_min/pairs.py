@@ -23,9 +23,10 @@ Design choices
   pairs show the mistakes it actually makes (Qwen's chat settings, 0.7 / 0.8 / 20, are a flag away).
 - Several prompts are sampled in one batch (each repeated n_samples times); one torch.Generator seeded
   with `seed` draws every token, so a file is reproducible for the same model, prompts and settings.
-- Up to `pairs_per_prompt` pairs per prompt (default 1), each from a distinct passing and a distinct
-  failing answer (duplicates removed first), chosen among them by a `random.Random` seeded with the
-  seed and the prompt. More pairs per prompt give more data but more correlated data.
+- Up to `pairs_per_prompt` pairs per prompt (default 1). Duplicate answers are removed, both lists are
+  shuffled (a `random.Random` seeded with the seed and the prompt), then pair i takes passing answer
+  i and failing answer i, cycling through the shorter list: a task with one right answer ("85") pairs
+  it with several distinct wrong ones. More pairs per prompt give more data, but more correlated data.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def pairs_from_answers(example: Example, answers: list[str], pairs_per_prompt: i
     rng.shuffle(failing)
     pass_rate = sum(check(a, example.answer) for a in answers) / len(answers)
     pairs = []
-    for chosen, rejected in list(zip(passing, failing))[:pairs_per_prompt]:
+    n_pairs = min(pairs_per_prompt, max(len(passing), len(failing))) if passing and failing else 0
+    for i in range(n_pairs):  # cycle through the shorter list: every pair differs in at least one answer
+        chosen, rejected = passing[i % len(passing)], failing[i % len(failing)]
         pair = {"task": example.task, "prompt": example.prompt_messages,
                 "chosen": [{"role": "assistant", "content": chosen}],
                 "rejected": [{"role": "assistant", "content": rejected}],

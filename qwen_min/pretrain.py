@@ -30,7 +30,7 @@ import torch
 from .config import CONFIGS, QwenConfig
 from .data import EOT, MixtureBatches, build_shards, eval_batches, read_documents, split_documents
 from .flops import flops_per_token, measure_matmul_peak
-from .trainer import TrainConfig, Trainer, setup_distributed
+from .trainer import CHECKPOINT, TrainConfig, Trainer, setup_distributed
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "corpora"
 OFFICIAL_TOKENIZER = Path(__file__).resolve().parents[1] / "data" / "qwen2.5"
@@ -167,6 +167,11 @@ def write_samples(model, tok, out: Path, max_new_tokens: int = 60) -> str:
 
 
 def run(args):
+    checkpoint = args.out / CHECKPOINT
+    if args.resume and not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: no checkpoint to resume from")
+    if not args.resume and checkpoint.exists():
+        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue it, or use another --out")
     world = setup_distributed(args.device)
     log = print if world.is_main else (lambda *a, **k: None)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -197,6 +197,7 @@ def add_arguments(p):
     p.add_argument("--max-new-tokens", type=int, default=32, help="reply length in the accuracy evaluation")
     p.add_argument("--no-eval", action="store_true", help="skip the checker accuracy before and after training")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _default_tokenizer(args) -> Path:
@@ -239,10 +240,12 @@ def _print_accuracy(title: str, accuracy: dict) -> None:
 
 def run(args):
     from .tokenizer import Tokenizer
-    from .trainer import TrainConfig, Trainer, config_dict, setup_distributed
+    from .trainer import TrainConfig, Trainer, setup_distributed
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     out = Path(args.out)
+    if not args.resume and (out / "checkpoint.pt").exists():
+        raise FileExistsError(f"{out / 'checkpoint.pt'} exists: pass --resume to continue it, or use another --out")
     tokenizer = Tokenizer.from_pretrained(_default_tokenizer(args))
     world = setup_distributed(args.device)
     train = make_examples(tasks, "train", args.n_train, seed=args.seed) if tasks else []
@@ -263,7 +266,7 @@ def run(args):
                          warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 20,
                          weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum,
                          eval_every=args.eval_every, save_every=args.save_every, stop_at=args.stop_at,
-                         resume=args.resume, seed=args.seed)
+                         resume=args.resume, seed=args.seed, progress=not args.no_progress)
     print(f"{len(train):,} training conversations ({batches.truncated} cut to {args.max_len} tokens), "
           f"{len(test):,} test prompts; lr {lr:g} -> {config.min_lr or lr / 10:g}")
     report_path = out / "eval.json"
@@ -274,9 +277,12 @@ def run(args):
         _print_accuracy("accuracy before SFT:", report["before"])
         out.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    trainer = Trainer(model, sft_loss, batches, config, eval_sets=eval_sets, world=world,
-                      extra_state={"args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-                                   "train": config_dict(config)})
+    if world.is_main and not args.resume:
+        out.mkdir(parents=True, exist_ok=True)
+        settings = {k: v for k, v in vars(args).items() if not k.startswith("_")} | {"lr": lr, "min_lr": config.min_lr,
+                                                                                   "warmup_steps": config.warmup_steps}
+        (out / "run.json").write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+    trainer = Trainer(model, sft_loss, batches, config, eval_sets=eval_sets, world=world)
     trainer.fit()
     if trainer.step < args.max_steps or not world.is_main:
         return 0

@@ -141,22 +141,22 @@ def read_vocab_merges(folder: Path) -> VocabFiles:
 
 
 def read_gguf(path: Path) -> VocabFiles:
-    from gguf import GGUFReader
+    from qwen_min.gguf_file import GGUFError
+    from qwen_min.gguf_file import read_gguf as read_gguf_container
 
     try:
-        reader = GGUFReader(str(path))
-    except Exception as e:  # gguf raises assorted errors on truncated or foreign files
-        raise TokenizerFileError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
-    fields = reader.fields
+        metadata = read_gguf_container(path).metadata
+    except GGUFError as e:  # already one line naming the file
+        raise TokenizerFileError(str(e)) from None
 
     def get(key):
-        if key not in fields:
+        if key not in metadata:
             raise TokenizerFileError(f"{path}: GGUF metadata has no {key!r}")
-        return fields[key].contents()
+        return metadata[key]
 
     if get("tokenizer.ggml.model") != "gpt2":
         raise TokenizerFileError(f"{path}: tokenizer model {get('tokenizer.ggml.model')!r} is not byte-level BPE ('gpt2')")
-    tokens, types = get("tokenizer.ggml.tokens"), get("tokenizer.ggml.token_type")
+    tokens, types = get("tokenizer.ggml.tokens"), get("tokenizer.ggml.token_type").tolist()
     vocab, added = {}, []
     for i, (token, kind) in enumerate(zip(tokens, types)):
         if kind == 1:  # NORMAL
@@ -164,8 +164,7 @@ def read_gguf(path: Path) -> VocabFiles:
         elif kind in (3, 4):  # CONTROL, USER_DEFINED
             added.append(AddedToken(i, token, special=kind == 3))
     merges = [tuple(m.split(" ")) for m in get("tokenizer.ggml.merges")]
-    template = fields["tokenizer.chat_template"].contents() if "tokenizer.chat_template" in fields else None
-    return VocabFiles(vocab=vocab, merges=merges, added_tokens=added, chat_template=template,
+    return VocabFiles(vocab=vocab, merges=merges, added_tokens=added, chat_template=metadata.get("tokenizer.chat_template"),
                       eos_token=tokens[get("tokenizer.ggml.eos_token_id")],
                       pad_token=tokens[get("tokenizer.ggml.padding_token_id")])
 

@@ -40,7 +40,6 @@ Design choices
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import math
@@ -209,7 +208,7 @@ class Trainer:
         self.config, self.loss_fn, self.train_batches = config, loss_fn, train_batches
         self.eval_sets, self.tokens_in = eval_sets or {}, tokens_in
         self.world = world or Dist(device=next(model.parameters()).device)
-        self.extra_state = extra_state or {}  # saved in the checkpoint as is (e.g. the run's settings)
+        self.extra_state = extra_state or {}  # saved in the checkpoint as is (e.g. the command's settings)
         self.out = Path(config.out)
         self.model = model.to(self.world.device)
         self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.world.device.index]
@@ -224,6 +223,7 @@ class Trainer:
         bf16 = config.precision == "bf16" or (config.precision == "auto" and self.world.device.type == "cuda")
         self.autocast = functools.partial(torch.autocast, self.world.device.type, dtype=torch.bfloat16, enabled=bf16)
         self.step = 0  # optimizer steps done
+        self.saved_step = None  # step of the last checkpoint written or loaded
         self.tokens = 0  # tokens trained on, all processes
 
     # ------------------------------------------------------------------ state
@@ -243,6 +243,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.train_batches.load_state_dict(state["data"])
         self.step, self.tokens = state["step"], state["tokens"]
+        self.saved_step = self.step
         if len(state["rng"]) == self.world.world_size:
             set_rng_state(state["rng"][self.world.rank])
 
@@ -250,6 +251,7 @@ class Trainer:
         state = self.state_dict()  # collective under DDP: every rank takes part
         if self.world.is_main:
             save_checkpoint(state, self.out / CHECKPOINT)
+        self.saved_step = self.step
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
@@ -277,9 +279,10 @@ class Trainer:
         for name, value in (("loss", step_figures["loss"]), ("gradient norm", grad_norm.item())):
             if not math.isfinite(value):
                 self.optimizer.zero_grad(set_to_none=True)
-                raise TrainingDiverged(
-                    f"step {self.step + 1}: {name} is {value}; stopped before the optimizer step "
-                    f"(last checkpoint: {self.out / CHECKPOINT}). Lower the learning rate or check the data.")
+                saved = "no checkpoint yet" if self.saved_step is None else \
+                    f"last checkpoint: step {self.saved_step}, {self.out / CHECKPOINT}"
+                raise TrainingDiverged(f"step {self.step + 1}: {name} is {value}; stopped before the optimizer step "
+                                       f"({saved}). Lower the learning rate or check the data.")
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -400,7 +403,3 @@ def plot_metrics(metrics_path: str | os.PathLike, png_path: str | os.PathLike | 
         fig.savefig(png_path, dpi=100)
     return ax
 
-
-def config_dict(config) -> dict:
-    """A dataclass as a dict of plain values (paths as strings), for checkpoints and logs."""
-    return {k: str(v) if isinstance(v, os.PathLike) else v for k, v in dataclasses.asdict(config).items()}

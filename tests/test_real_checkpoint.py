@@ -19,10 +19,10 @@ TEXTS = {
     "chinese": "床前明月光，疑是地上霜。举头望明月，低头思故乡。通义千问是阿里云研发的大语言模型。",
     "code": "def fibonacci(n: int) -> int:\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n",
 }
-CHATS = [
-    "Write a Python function that checks whether a string is a palindrome, and explain it.",
-    "用三句话解释什么是递归。",
-    "What is the difference between a list and a tuple in Python? Give examples.",
+CHATS = [  # requests this model answers at length (asked a bare question, it often just rephrases it and stops)
+    "Write a Python function that reverses a string.",
+    "详细解释一下Python中的装饰器是什么，并给出一个完整的代码例子。",
+    "Write a SQL query that counts the orders of each customer.",
 ]
 NEW_TOKENS = 32
 

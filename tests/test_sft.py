@@ -222,10 +222,10 @@ def test_lora_merged_equals_unmerged_and_saves_plain_weights(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the command
-def _sft(out, *extra):
+def _sft(out, tokenizer, *extra):
     from qwen_min.cli import main
 
-    return main(["sft", "--config", "tiny", "--tokenizer", "data/qwen2.5", "--out", str(out), "--tasks", "add,reverse",
+    return main(["sft", "--config", "tiny", "--tokenizer", str(tokenizer), "--out", str(out), "--tasks", "add,reverse",
                  "--n-train", "16", "--n-test", "4", "--handwritten-repeat", "1", "--batch-size", "4", "--max-steps", "6",
                  "--lr", "1e-3", "--save-every", "3", "--max-new-tokens", "4", *extra])
 
@@ -236,10 +236,14 @@ def _losses(out):
 
 @pytest.mark.slow
 def test_sft_command_resume_is_bit_identical(tmp_path, capsys):
-    assert _sft(tmp_path / "one") == 0
-    assert _sft(tmp_path / "two", "--stop-at", "3") == 0
+    from qwen_min.chat_template import render
+
+    small = qm.train_bpe([render(ex.messages, ex.tools) for ex in tasks.handwritten()], vocab_size=300)
+    small.save_pretrained(tmp_path / "tok")
+    assert _sft(tmp_path / "one", tmp_path / "tok") == 0
+    assert _sft(tmp_path / "two", tmp_path / "tok", "--stop-at", "3") == 0
     assert len(_losses(tmp_path / "two")) == 3
-    assert _sft(tmp_path / "two", "--resume") == 0
+    assert _sft(tmp_path / "two", tmp_path / "tok", "--resume") == 0
     assert _losses(tmp_path / "one") == _losses(tmp_path / "two")
     report = json.loads((tmp_path / "two" / "eval.json").read_text())
     assert set(report["before"]) == set(report["after"]) == {"add", "reverse"}
@@ -253,3 +257,49 @@ def test_sft_command_bad_input(tmp_path, capsys):
 
     assert main(["sft", "--config", "tiny", "--out", str(tmp_path), "--tasks", "nope"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- exercise checkers
+def test_ch08_checkers_accept_the_reference_and_reject_wrong_answers():
+    from qwen_min.exercises import ExerciseFailed
+    from qwen_min.exercises.ch08_sft import check_assistant_labels, check_lora_merge, check_masked_loss
+    from qwen_min.model import causal_lm_loss
+
+    check_masked_loss(causal_lm_loss)
+    with pytest.raises(ExerciseFailed, match="shift"):  # no shift: predicts the token it reads
+        check_masked_loss(lambda logits, labels: F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100))
+    check_lora_merge(lambda w, a, b, alpha: w + alpha / a.shape[0] * b @ a)
+    with pytest.raises(ExerciseFailed, match="alpha / rank"):
+        check_lora_merge(lambda w, a, b, alpha: w + alpha * b @ a)
+    check_assistant_labels(lambda tok, messages, tools: encode_chat(tok, messages, tools)[1])
+
+    def with_newline(tok, messages, tools):  # also trains the '\n' after <|im_end|>
+        ids, labels = encode_chat(tok, messages, tools)
+        return [i if lab != IGNORE_INDEX or (k and labels[k - 1] == tok.im_end_id) else lab
+                for k, (i, lab) in enumerate(zip(ids, labels))]
+
+    with pytest.raises(ExerciseFailed, match="not the '\\\\n' after it"):
+        check_assistant_labels(with_newline)
+
+
+@pytest.mark.slow
+def test_lora_sft_of_the_real_checkpoint_lowers_the_loss(tmp_path, gguf_path):
+    """The 0.5B checkpoint, LoRA on CPU: a few steps on one repeated batch must lower the loss; the save is merged."""
+    import shutil
+
+    from qwen_min.cli import main
+
+    args = ["sft", "--init", str(gguf_path), "--lora", "--out", str(tmp_path / "run"), "--tasks", "en_zh", "--n-train", "2",
+            "--handwritten-repeat", "0", "--batch-size", "2", "--max-steps", "4", "--lr", "1e-3", "--warmup-steps", "0",
+            "--no-eval", "--no-progress"]
+    assert main(args) == 0
+    losses = _losses(tmp_path / "run")
+    assert losses[-1] < losses[0] * 0.9, losses
+    names = json.loads((tmp_path / "run" / "model" / "model.safetensors.index.json").read_text())["weight_map"] \
+        if (tmp_path / "run" / "model" / "model.safetensors.index.json").exists() else None
+    assert names is None or not any("lora" in n for n in names)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "run" / "model" / "model.safetensors"), "pt") as f:
+        assert not any("lora" in k for k in f.keys()) and "model.layers.0.self_attn.q_proj.weight" in f.keys()
+    shutil.rmtree(tmp_path / "run")  # 2.5 GB of merged fp32 weights

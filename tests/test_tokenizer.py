@@ -266,7 +266,7 @@ def test_gguf_tokenizer_equals_official(tok, gguf_path, corpus, official_tokeniz
     ("not bpe", "not a BPE tokenizer.json"),
     ("unknown merge token", "not in the vocabulary"),
     ("missing byte", "lacks the single-byte token"),
-    ("bad gguf", "not a readable GGUF file"),
+    ("bad gguf", "truncated or corrupted GGUF"),
 ])
 def test_bad_files_fail_with_one_clear_error(tmp_path, case, message):
     path = tmp_path / "tok"

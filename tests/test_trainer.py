@@ -150,7 +150,7 @@ def test_non_finite_loss_stops_naming_the_step(shards, tmp_path, bad):
 
     goes_bad_at_step_3.calls = 0
     trainer = make_trainer(shards, tmp_path, loss_fn=goes_bad_at_step_3)
-    with pytest.raises(TrainingDiverged, match=f"step 3: loss is {bad}"):
+    with pytest.raises(TrainingDiverged, match=f"step 3: loss is {bad}; stopped before the optimizer step .no checkpoint yet"):
         trainer.fit()
     assert trainer.step == 2 and len(read_metrics(tmp_path / "metrics.jsonl")) == 2
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())  # not stepped with the bad gradient
@@ -174,3 +174,15 @@ def test_pretrain_command_stops_resumes_and_exports(tiny_corpora, tmp_path, caps
     capsys.readouterr()
     assert main(common + ["--out", str(tmp_path / "bad"), "--mix", "prose=lots"]) == 2
     assert "qwen-min pretrain: error: --mix: 'prose=lots' is not name=weight" in capsys.readouterr().err
+    assert main(["pretrain", "--out", str(tmp_path / "one")]) == 2  # a finished run is not overwritten
+    assert "checkpoint.pt exists: pass --resume" in capsys.readouterr().err
+    assert main(["pretrain", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "none/checkpoint.pt: no checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_bench_train_reports_mfu_against_the_peak_measured_in_the_run(capsys):
+    assert main(["bench", "train", "--steps", "2", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "recipe cpu-tiny: model tiny" in out and "matmul peak, measured in this run" in out
+    mfu = float(out.split("MFU")[1].split("%")[0])
+    assert 0 < mfu < 100
