@@ -67,7 +67,8 @@ def completion_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: i
 
 
 def optimal_policy(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
-    """The policy maximising E[r] - beta * KL(pi || pi_ref) over a finite set of answers (last dim): pi_ref * exp(r / beta), normalised.
+    """The policy maximising E[r] - beta * KL(pi || pi_ref) over a finite set of answers (last dim):
+    pi_ref * exp(r / beta), normalised.
 
     DPO's derivation starts here: invert it for r and the partition function cancels in a pair.
 
@@ -252,7 +253,8 @@ def plot_dpo_metrics(metrics_path, png_path=None, axes=None):
 
 
 # ---------------------------------------------------------------------------- qwen-min dpo
-DEFAULTS = dict(beta=0.1, nll_weight=0.0, lr=5e-5, min_lr=None, warmup_steps=0, epochs=1.0, max_steps=None, batch_size=8, grad_accum=1,
+DEFAULTS = dict(beta=0.1, nll_weight=0.0, lr=5e-5, min_lr=None, warmup_steps=0, epochs=1.0, max_steps=None, batch_size=8,
+                grad_accum=1,
                 weight_decay=0.0, grad_clip=1.0, eval_every=10, save_every=0, val_fraction=0.1, reference="precomputed",
                 max_len=512, seed=0, eval_tasks=None, eval_prompts=50, eval_seed=1, max_new_tokens=32, precision="auto")
 

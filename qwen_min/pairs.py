@@ -21,6 +21,8 @@ Design choices
   so SFT (the "train" split) never saw them and evaluation (the "test" split) never will.
 - Sampling defaults to temperature 1.0 with no top-k / top-p: the model's own distribution, so the
   pairs show the mistakes it actually makes (Qwen's chat settings, 0.7 / 0.8 / 20, are a flag away).
+- Answers are stored as text (re-tokenised for training, as TRL does). A sampled id the tokenizer lacks
+  (a padding row of the embedding, never trained toward) is dropped from the text.
 - Several prompts are sampled in one batch (each repeated n_samples times); one torch.Generator seeded
   with `seed` draws every token, so a file is reproducible for the same model, prompts and settings.
 - Up to `pairs_per_prompt` pairs per prompt (default 1). Duplicate answers are removed, both lists are
@@ -57,7 +59,8 @@ def sample_answers(model, tokenizer, examples: list[Example], n_samples: int, te
         outputs = generate(model, [p for p in prompts for _ in range(n_samples)], max_new_tokens=max_new_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p, stop_ids=tokenizer.stop_ids,
                            generator=generator)
-        texts = [reply_text(tokenizer, ids) for ids in outputs]
+        # the embedding may have more rows than the tokenizer has tokens (padded to a multiple of 64): drop such ids
+        texts = [reply_text(tokenizer, [i for i in ids if i < tokenizer.vocab_size]) for ids in outputs]
         answers += [texts[i:i + n_samples] for i in range(0, len(texts), n_samples)]
         if progress is not None:
             progress(len(chunk))
@@ -180,10 +183,12 @@ def add_arguments(p):
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the sampling (default 0)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args):
     import torch
+    from tqdm.auto import tqdm
 
     from .checkpoint import from_pretrained
     from .tasks import make_examples
@@ -193,9 +198,7 @@ def run(args):
     model = from_pretrained(args.model, device=device)
     tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
     examples = make_examples(args.tasks.split(","), args.split, args.prompts_per_task, seed=args.seed)
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(examples), desc="sampling", unit="prompt", dynamic_ncols=True) as bar:
+    with tqdm(total=len(examples), desc="sampling", unit="prompt", dynamic_ncols=True, disable=args.no_progress) as bar:
         pairs, report = make_pairs(model, tok, examples, args.n_samples, args.pairs_per_prompt, args.temperature,
                                    args.top_k, args.top_p, args.max_new_tokens, args.seed, progress=bar.update)
     print(format_report(report))
