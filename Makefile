@@ -1,5 +1,6 @@
 # qwen-min: every command creates the environment it needs (.venv) on first use and reuses it after.
-#   make walkthrough   the main job: fetch the default checkpoint, run every notebook, print what each validated
+#   make walkthrough   the main job: fetch the default checkpoint, run every notebook, print what each validated;
+#                      notebook 10 runs the full chain (~20 min); `python -m qwen_min.walkthrough --short-chain` the 3-min one
 #   make test          ruff, then pytest over tests/ and the notebooks (nbval), ending with pytest's summary
 #   make lab           JupyterLab on notebooks/ with qwen_min importable
 #   make student       the student edition: notebooks/ copied to student/ with every exercise solution replaced by a stub

@@ -1,7 +1,9 @@
-"""Direct Preference Optimisation (DPO): the loss, and the completion log-probs it is computed from.
+"""Direct Preference Optimisation (DPO): the loss, completion log-probs, batches of pairs, and `qwen-min dpo`.
 
     logps = completion_logps(model(ids, attention_mask=mask), labels)    # (b,) one sum per sequence
     loss, metrics = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1)
+
+    qwen-min dpo --init runs/sft/model --pairs runs/pairs.jsonl --out runs/dpo --beta 0.1 --lr 3e-4
 
 Design choices
 - The loss is TRL's `loss_type="sigmoid"` (the DPO paper's), with no label smoothing:
@@ -22,8 +24,16 @@ Design choices
 - Which tokens count: `labels` follows `causal_lm_loss`'s convention (labels aligned with
   the input ids, -100 where nothing is learned; logits[:, i] predicts labels[:, i + 1]), so
   the assistant-only label masks built for SFT give completion-only log-probs unchanged.
-  Prompt and padding tokens contribute nothing; for the same prompt they would cancel between
-  policy and reference anyway, but not between chosen and rejected sequences padded apart.
+  Prompt tokens would cancel in the margin (the same prompt sits in both answers' log-ratios)
+  but would blur the reported rewards; padding would not even cancel (the two rows differ in length).
+- `qwen-min dpo --nll-weight w` adds w times the cross-entropy of the chosen answers' tokens (TRL's
+  `rpo_alpha`; "DPO + NLL" in Iterative RPO and Llama 3). Plain DPO only asks the chosen answer to gain
+  on the rejected one relative to the reference, so both can lose probability to answers in no pair;
+  on the tiny models of notebook 09 that lowers accuracy, the NLL term prevents it. Default 0: plain DPO.
+  The metrics then also hold `dpo_loss` (the DPO part) and `nll/chosen`.
+- The reference log-probs are computed once before training by default (`PairBatches.attach_reference`,
+  TRL's `precompute_ref_log_probs`): no second model in memory, no second forward pass per step.
+  `--reference frozen` keeps a frozen copy instead (same figures, tested).
 - The per-token log-prob is logit[label] - logsumexp(logits) (TRL's `selective_log_softmax`),
   which never materialises a (b, t, vocab) log-softmax copy beside the logits; in fp32
   (or fp64 for a float64 model), whatever the model's dtype.
@@ -217,8 +227,8 @@ def dpo_batch_loss(model, batch: dict[str, torch.Tensor], beta: float = 0.1, ref
         from .model import causal_lm_loss
 
         nll = causal_lm_loss(logits[:b], batch["labels"][:b])
+        metrics["dpo_loss"], metrics["nll/chosen"] = loss.item(), nll.item()
         loss = loss + nll_weight * nll
-        metrics["nll/chosen"] = nll.item()
     return loss, metrics
 
 
@@ -235,7 +245,8 @@ def plot_dpo_metrics(metrics_path, png_path=None, axes=None):
         fig = Figure(figsize=(13, 3.6))
         axes = fig.subplots(1, 3)
     val = [r for r in records if "val_loss" in r]
-    for ax, key, title in zip(axes, ("loss", "rewards/margins", "rewards/accuracies"),
+    loss_key = "dpo_loss" if "dpo_loss" in records[0] else "loss"  # with --nll-weight, "loss" also holds the NLL term
+    for ax, key, title in zip(axes, (loss_key, "rewards/margins", "rewards/accuracies"),
                               ("DPO loss", "reward margin (chosen - rejected)", "preference accuracy")):
         ax.plot([r["step"] for r in records], [r[key] for r in records], lw=1, alpha=0.7, label="train batch")
         ax.plot([r["step"] for r in val], [r[f"val_{key}"] for r in val], "o-", label="held-out pairs")

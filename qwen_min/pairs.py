@@ -188,7 +188,6 @@ def add_arguments(p):
 
 def run(args):
     import torch
-    from tqdm.auto import tqdm
 
     from .checkpoint import from_pretrained
     from .tasks import make_examples
@@ -198,9 +197,15 @@ def run(args):
     model = from_pretrained(args.model, device=device)
     tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
     examples = make_examples(args.tasks.split(","), args.split, args.prompts_per_task, seed=args.seed)
-    with tqdm(total=len(examples), desc="sampling", unit="prompt", dynamic_ncols=True, disable=args.no_progress) as bar:
-        pairs, report = make_pairs(model, tok, examples, args.n_samples, args.pairs_per_prompt, args.temperature,
-                                   args.top_k, args.top_p, args.max_new_tokens, args.seed, progress=bar.update)
+    bar = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(examples), desc="sampling", unit="prompt", dynamic_ncols=True)
+    pairs, report = make_pairs(model, tok, examples, args.n_samples, args.pairs_per_prompt, args.temperature, args.top_k,
+                               args.top_p, args.max_new_tokens, args.seed, progress=bar and bar.update)
+    if bar is not None:
+        bar.close()
     print(format_report(report))
     if not pairs:
         raise RuntimeError("no pairs: every prompt's answers all passed or all failed (try more samples or a higher temperature)")
