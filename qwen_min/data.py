@@ -230,6 +230,9 @@ def eval_batches(shard: TokenShard, seq_len: int, batch_size: int, max_windows: 
     """
     n_windows = len(shard) // seq_len
     take = min(max_windows, n_windows) // batch_size * batch_size
+    if max_windows < batch_size:
+        raise DataError(f"{shard.stem}: {max_windows} evaluation windows asked for, fewer than one batch of {batch_size} "
+                        "(raise the evaluation windows or lower the batch size)")
     if take == 0:
         raise DataError(f"{shard.stem}: {len(shard)} tokens, fewer than one batch of {batch_size} windows of {seq_len}")
     starts = np.linspace(0, n_windows - 1, min(max_windows, n_windows)).round().astype(int)[:take] * seq_len

@@ -147,9 +147,13 @@ def bpe_sample(train_docs: list[list[str]], chars_per_source: int = BPE_CHARS_PE
 
 
 def lm_loss(model, batch):
-    """Next-token cross-entropy of a packed batch: every position predicts the next (shift inside the model)."""
+    """Next-token cross-entropy of a packed batch: every position predicts the next (shift inside the model).
+
+    An MoE model's loss also holds router_aux_loss_coef x its load-balancing loss; that loss is logged as `aux_loss`.
+    """
     _, loss = model(batch["input_ids"], labels=batch["input_ids"])
-    return loss, {}
+    aux = getattr(model, "module", model).last_aux_loss  # `module`: the model inside a DistributedDataParallel wrapper
+    return loss, {} if aux is None else {"aux_loss": aux}
 
 
 def write_samples(model, tok, out: Path, max_new_tokens: int = 60) -> str:

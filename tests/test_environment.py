@@ -1,10 +1,11 @@
 """The three dependency lists (pyproject.toml, environment.yml, requirements.lock) agree."""
 
 import re
+from pathlib import Path
 
 import tomllib
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _name(requirement: str) -> str:

@@ -84,6 +84,30 @@ def test_metrics_schedule_and_validation(shards, tmp_path):
         make_trainer(shards, tmp_path).fit()
 
 
+def test_moe_load_balancing_loss_is_logged(shards, tmp_path):
+    torch.manual_seed(0)
+    model = qm.Qwen(qm.QwenConfig.from_name("tiny-moe", vocab_size=320))
+    batch = next(iter(eval_batches(shards["prose"]["val"], SEQ, 4, 8)))
+    loss, metrics = lm_loss(model, batch)
+    logits = model(batch["input_ids"])
+    lm = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch["input_ids"][:, 1:].flatten())
+    assert metrics["aux_loss"] > 0
+    assert loss.item() == pytest.approx(lm.item() + model.config.router_aux_loss_coef * metrics["aux_loss"].item(), abs=1e-6)
+    train = MixtureBatches({n: s["train"] for n, s in shards.items()}, {"prose": 0.5, "code": 0.5}, SEQ, 4, 1, seed=0)
+    Trainer(model, lm_loss, train, TrainConfig(out=tmp_path, max_steps=2, lr=1e-3, progress=False)).fit()
+    assert all(r["aux_loss"] > 0 for r in read_metrics(tmp_path / "metrics.jsonl"))
+    assert lm_loss(qm.Qwen(qm.QwenConfig.from_name("tiny", vocab_size=320)), batch)[1] == {}   # dense: nothing extra
+
+
+def test_evaluation_windows_fewer_than_a_batch_is_one_clear_error(shards):
+    from qwen_min.data import DataError
+
+    with pytest.raises(DataError, match="3 evaluation windows asked for, fewer than one batch of 4"):
+        eval_batches(shards["prose"]["val"], SEQ, 4, 3)
+    with pytest.raises(DataError, match="tokens, fewer than one batch of 4 windows of 100000"):
+        eval_batches(shards["prose"]["val"], 100_000, 4, 8)
+
+
 def test_gradient_accumulation_equals_the_large_batch(shards, tmp_path):
     big = make_trainer(shards, tmp_path / "big", batch_size=8)
     small = make_trainer(shards, tmp_path / "accum", batch_size=2, grad_accum=4)
