@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from .tokenizer_files import OFFICIAL_TOKENIZER_DIR
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PROMPT_TEXT = ("Large language models read a prompt all at once, then write their answer one token at a time. "
                "Each new token attends to every earlier one through the key/value cache. ")
@@ -170,7 +172,7 @@ def run(args):
     if args.prompt_tokens < 1 or args.new_tokens < 2 or args.repeats < 1:
         raise ValueError("--prompt-tokens >= 1, --new-tokens >= 2 and --repeats >= 1 are needed")
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
-    tokenizer = Tokenizer.from_pretrained(Path(__file__).resolve().parents[1] / "data" / "qwen2.5")
+    tokenizer = Tokenizer.from_pretrained(OFFICIAL_TOKENIZER_DIR)
     text = PROMPT_TEXT * (args.prompt_tokens // 20 + 1)
     prompt = tokenizer.encode(text)[:args.prompt_tokens]
     print(f"qwen-min bench generate: {checkpoint.name}, prompt {len(prompt)} tokens, {args.new_tokens} new tokens (greedy), "

@@ -42,8 +42,9 @@ from typing import Callable
 import torch
 
 from .attention import KVCache
+from .tokenizer_files import OFFICIAL_TOKENIZER_DIR
 
-GENERATION_CONFIG = Path(__file__).resolve().parents[1] / "data" / "qwen2.5" / "generation_config.json"
+GENERATION_CONFIG = OFFICIAL_TOKENIZER_DIR / "generation_config.json"
 QWEN_STOP_IDS = (151645, 151643)  # <|im_end|>, <|endoftext|>
 PAD_ID = 0  # fills left padding and the rows that have stopped: masked out, so its value never matters
 

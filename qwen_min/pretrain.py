@@ -30,10 +30,10 @@ import torch
 from .config import CONFIGS, QwenConfig
 from .data import EOT, MixtureBatches, build_shards, eval_batches, read_documents, split_documents
 from .flops import flops_per_token, measure_matmul_peak
+from .tokenizer_files import OFFICIAL_TOKENIZER_DIR
 from .trainer import CHECKPOINT, TrainConfig, Trainer, setup_distributed
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "corpora"
-OFFICIAL_TOKENIZER = Path(__file__).resolve().parents[1] / "data" / "qwen2.5"
 
 # name -> settings. "bpe" trains a tokenizer of vocab_size tokens on the training documents.
 RECIPES: dict[str, dict] = {
@@ -127,7 +127,7 @@ def load_tokenizer(settings: dict, out: Path, train_texts: list[str], log=print)
         log(f"training a {settings['vocab_size']}-token BPE tokenizer on the training documents ...")
         tok = train_bpe(train_texts, settings["vocab_size"], special_tokens=(EOT, "<|im_start|>", "<|im_end|>"))
     else:
-        tok = Tokenizer.from_pretrained(OFFICIAL_TOKENIZER if choice == "official" else choice)
+        tok = Tokenizer.from_pretrained(OFFICIAL_TOKENIZER_DIR if choice == "official" else choice)
     tok.save_pretrained(saved)
     return tok
 

@@ -45,9 +45,9 @@ from pathlib import Path
 import torch
 
 from .tasks import TASKS, Example, evaluate, handwritten, make_examples, read_examples
+from .tokenizer_files import OFFICIAL_TOKENIZER_DIR
 
 IGNORE_INDEX = -100
-OFFICIAL_TOKENIZER = Path(__file__).resolve().parents[1] / "data" / "qwen2.5"
 GENERATED_TASKS = [name for name, task in TASKS.items() if task.generate is not None]
 
 
@@ -211,7 +211,7 @@ def _default_tokenizer(args) -> Path:
         from .fetch import default_checkpoint
 
         return default_checkpoint()
-    return OFFICIAL_TOKENIZER
+    return OFFICIAL_TOKENIZER_DIR
 
 
 def _load_model(args, vocab_size: int):

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
-OFFICIAL = Path(__file__).resolve().parents[1] / "data" / "qwen2.5"
+from .tokenizer_files import OFFICIAL_TOKENIZER_DIR
 
 
 def add_arguments(p):
@@ -47,8 +46,8 @@ def bench_encode(docs: list[str]) -> dict:
 
     from qwen_min.tokenizer import Tokenizer
 
-    ours = Tokenizer.from_pretrained(OFFICIAL)
-    hf = HFTokenizer.from_file(str(OFFICIAL / "tokenizer.json"))
+    ours = Tokenizer.from_pretrained(OFFICIAL_TOKENIZER_DIR)
+    hf = HFTokenizer.from_file(str(OFFICIAL_TOKENIZER_DIR / "tokenizer.json"))
     hf.encode_special_tokens = True  # the same plain-text mode as our default
     tik = tiktoken_encoding(ours)
     ids_ours, t_ours = _timed(lambda: [ours.encode(d) for d in docs])

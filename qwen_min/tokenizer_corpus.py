@@ -22,8 +22,9 @@ import unicodedata
 from pathlib import Path
 
 from qwen_min.tokenizer import token_string_to_bytes
+from qwen_min.tokenizer_files import OFFICIAL_TOKENIZER_DIR
 
-OFFICIAL_VOCAB = Path(__file__).resolve().parents[1] / "data" / "qwen2.5" / "vocab.json"
+OFFICIAL_VOCAB = OFFICIAL_TOKENIZER_DIR / "vocab.json"
 
 # script -> (words separated by, sentence end)
 SCRIPTS = {

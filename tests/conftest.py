@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from qwen_min.tokenizer_files import OFFICIAL_TOKENIZER_DIR
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL_TOKENIZER_DIR = REPO / "data" / "qwen2.5"
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from qwen_min.tokenizer_files import OFFICIAL_TOKENIZER_DIR
+
 # not imported from conftest: tests/ and notebooks/ each have a conftest.py, and `import conftest` would get either
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL_TOKENIZER_DIR = REPO / "data" / "qwen2.5"
 
 FILES = ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "generation_config.json"]
 QWEN_REGEX = (  # FACTS.md section 1, verbatim

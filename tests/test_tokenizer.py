@@ -8,7 +8,6 @@ import random
 import subprocess
 import sys
 import unicodedata
-from pathlib import Path
 
 import pytest
 import regex
@@ -17,9 +16,8 @@ from hypothesis import strategies as st
 
 from qwen_min.tokenizer import BYTE_TO_CHAR, StreamingDecoder, Tokenizer
 from qwen_min.tokenizer_corpus import mixed_corpus
-from qwen_min.tokenizer_files import TokenizerFileError
+from qwen_min.tokenizer_files import OFFICIAL_TOKENIZER_DIR, TokenizerFileError
 
-OFFICIAL_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "data" / "qwen2.5"
 PROPERTY = settings(max_examples=2000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
-from pathlib import Path
 
 from qwen_min.exercises import compare
-
-OFFICIAL = Path(__file__).resolve().parents[2] / "data" / "qwen2.5"
+from qwen_min.tokenizer_files import OFFICIAL_TOKENIZER_DIR
 
 
 @lru_cache(maxsize=1)
 def _official():
     from qwen_min.tokenizer import Tokenizer
 
-    tok = Tokenizer.from_pretrained(OFFICIAL)
+    tok = Tokenizer.from_pretrained(OFFICIAL_TOKENIZER_DIR)
     ranks = {pair: rank for rank, pair in enumerate(tok.merges)}
     return tok, ranks
 

@@ -13,8 +13,9 @@ import functools
 import torch
 
 from ..model import causal_lm_loss
-from ..sft import OFFICIAL_TOKENIZER, encode_chat
+from ..sft import encode_chat
 from ..tasks import handwritten, make_examples
+from ..tokenizer_files import OFFICIAL_TOKENIZER_DIR
 from . import compare
 
 
@@ -22,7 +23,7 @@ from . import compare
 def _tokenizer():
     from ..tokenizer import Tokenizer
 
-    return Tokenizer.from_pretrained(OFFICIAL_TOKENIZER)
+    return Tokenizer.from_pretrained(OFFICIAL_TOKENIZER_DIR)
 
 
 def check_assistant_labels(student) -> None:
