@@ -37,7 +37,7 @@ import json
 import random
 from pathlib import Path
 
-from .tasks import TASKS, Example, reply_text
+from .tasks import TASKS, Example, prompt_ids, reply_text
 
 
 def sample_answers(model, tokenizer, examples: list[Example], n_samples: int, temperature: float = 1.0,
@@ -54,13 +54,11 @@ def sample_answers(model, tokenizer, examples: list[Example], n_samples: int, te
     answers = []
     for start in range(0, len(examples), prompts_per_batch):
         chunk = examples[start:start + prompts_per_batch]
-        prompts = [tokenizer.encode(tokenizer.render_chat(ex.prompt_messages, ex.tools, add_generation_prompt=True),
-                                    allowed_special="all") for ex in chunk]
+        prompts = [prompt_ids(tokenizer, ex.prompt_messages, ex.tools) for ex in chunk]
         outputs = generate(model, [p for p in prompts for _ in range(n_samples)], max_new_tokens=max_new_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p, stop_ids=tokenizer.stop_ids,
                            generator=generator)
-        # the embedding may have more rows than the tokenizer has tokens (padded to a multiple of 64): drop such ids
-        texts = [reply_text(tokenizer, [i for i in ids if i < tokenizer.vocab_size]) for ids in outputs]
+        texts = [reply_text(tokenizer, ids) for ids in outputs]
         answers += [texts[i:i + n_samples] for i in range(0, len(texts), n_samples)]
         if progress is not None:
             progress(len(chunk))

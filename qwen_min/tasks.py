@@ -286,9 +286,15 @@ def handwritten() -> list[Example]:
 
 
 # ---------------------------------------------------------------------------- evaluation
+def prompt_ids(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+    """What a model continues to write the assistant's next turn: the chat template with the generation prompt."""
+    return tokenizer.encode(tokenizer.render_chat(messages, tools, add_generation_prompt=True), allowed_special="all")
+
+
 def reply_text(tokenizer, ids) -> str:
-    """A generated reply as text, special tokens dropped."""
-    return tokenizer.decode(ids, skip_special=True)
+    """A generated reply as text, special tokens dropped. So are ids past the tokenizer's vocabulary: the
+    embedding may have more rows than the tokenizer has tokens (padded to a multiple of 64)."""
+    return tokenizer.decode([i for i in ids if i < tokenizer.vocab_size], skip_special=True)
 
 
 def evaluate(model, tokenizer, examples: list[Example], max_new_tokens: int = 32, batch_size: int = 32) -> dict:
@@ -303,8 +309,7 @@ def evaluate(model, tokenizer, examples: list[Example], max_new_tokens: int = 32
     results = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        prompts = [tokenizer.encode(tokenizer.render_chat(ex.prompt_messages, ex.tools, add_generation_prompt=True),
-                                    allowed_special="all") for ex in chunk]
+        prompts = [prompt_ids(tokenizer, ex.prompt_messages, ex.tools) for ex in chunk]
         outputs = generate(model, prompts, max_new_tokens=max_new_tokens, temperature=0.0, stop_ids=tokenizer.stop_ids)
         for ex, ids in zip(chunk, outputs):
             reply = reply_text(tokenizer, ids)

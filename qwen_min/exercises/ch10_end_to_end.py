@@ -15,7 +15,7 @@ import torch
 
 from ..dpo import dpo_loss
 from ..generation import generate
-from ..tasks import check_last_number, make_examples, reply_text
+from ..tasks import check_last_number, make_examples, prompt_ids, reply_text
 from . import compare
 
 
@@ -55,8 +55,7 @@ def _tiny_chat_model():
 
 
 def _reference_reply(model, tok, messages, max_new_tokens):
-    prompt = tok.encode(tok.render_chat(messages, add_generation_prompt=True), allowed_special="all")
-    return reply_text(tok, generate(model, prompt, max_new_tokens=max_new_tokens, stop_ids=tok.stop_ids))
+    return reply_text(tok, generate(model, prompt_ids(tok, messages), max_new_tokens=max_new_tokens, stop_ids=tok.stop_ids))
 
 
 def check_chat_reply(student) -> None:
