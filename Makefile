@@ -1,6 +1,6 @@
 # qwen-min: every command creates the environment it needs (.venv) on first use and reuses it after.
 #   make walkthrough   the main job: fetch the default checkpoint, run every notebook, print what each validated;
-#                      notebook 10 runs the full chain (~20 min); `python -m qwen_min.walkthrough --short-chain` the 3-min one
+#                      notebook 10 runs the full chain (~20 min); `python -m qwen_min.course.walkthrough --short-chain` the 3-min one
 #   make test          ruff, then pytest over tests/ and the notebooks (nbval), ending with pytest's summary
 #   make lab           JupyterLab on notebooks/ with qwen_min importable
 #   make student       the student edition: notebooks/ copied to student/ with every exercise solution replaced by a stub
@@ -38,13 +38,13 @@ test: checkpoint
 
 walkthrough: checkpoint
 	@echo "==> executing every notebook into build/walkthrough/"
-	$(BIN)/python -m qwen_min.walkthrough --out build/walkthrough
+	$(BIN)/python -m qwen_min.course.walkthrough --out build/walkthrough
 
 lab: env
 	$(BIN)/jupyter lab notebooks/
 
 student: env
-	$(BIN)/python -m qwen_min.student --out student
+	$(BIN)/python -m qwen_min.course.student --out student
 
 lock: env
 	{ head -2 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > requirements.lock.new

@@ -51,8 +51,8 @@ GENERATION_CONFIG = {
 
 
 def rebuild_qwen_tokenizer(out: Path) -> None:
-    from qwen_min.fetch import default_checkpoint
-    from qwen_min.tokenizer_files import read_gguf, write_vocab_files
+    from qwen_min.checkpoints.fetch import default_checkpoint
+    from qwen_min.tokenizer.files import read_gguf, write_vocab_files
 
     files = read_gguf(default_checkpoint())
     write_vocab_files(files, out)

@@ -5,7 +5,7 @@ subprocess and inherits os.environ as it is then. So before the first notebook's
 QWEN_MIN_VALIDATIONS is pointed at a fresh file (not earlier: kernels started by tests/ would write
 to it too), and before each notebook's kernel starts QWEN_MIN_NOTEBOOK names the notebook.
 Notebooks run in file order, so notebook 10 reads the claims of the notebooks before it and checks
-that every notebook that ran reported at least one (see qwen_min.walkthrough).
+that every notebook that ran reported at least one (see qwen_min.course.walkthrough).
 """
 
 import os
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_min.walkthrough import FILE_VAR, NOTEBOOK_VAR, start_notebook
+from qwen_min.course.walkthrough import FILE_VAR, NOTEBOOK_VAR, start_notebook
 
 _created = []  # the validations file of this session, removed at the end
 

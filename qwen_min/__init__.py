@@ -17,28 +17,28 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # configuration and the default checkpoint
     "QwenConfig": "qwen_min.config",
-    "default_checkpoint": "qwen_min.fetch",
+    "default_checkpoint": "qwen_min.checkpoints.fetch",
     # chapter 1: tokenizer
-    "Tokenizer": "qwen_min.tokenizer",
-    "StreamingDecoder": "qwen_min.tokenizer",
-    "train_bpe": "qwen_min.bpe_train",
+    "Tokenizer": "qwen_min.tokenizer.bpe",
+    "StreamingDecoder": "qwen_min.tokenizer.bpe",
+    "train_bpe": "qwen_min.tokenizer.train",
     # chapters 2-5: the model
-    "Qwen": "qwen_min.model",
-    "KVCache": "qwen_min.attention",
-    "from_pretrained": "qwen_min.checkpoint",
-    "save_pretrained": "qwen_min.checkpoint",
+    "Qwen": "qwen_min.model.qwen",
+    "KVCache": "qwen_min.model.attention",
+    "from_pretrained": "qwen_min.checkpoints.hf",
+    "save_pretrained": "qwen_min.checkpoints.hf",
     # chapter 6: generation
     "generate": "qwen_min.generation",
     "chat_defaults": "qwen_min.generation",
     # chapter 7: pretraining (the loop is shared by chapters 8 and 9)
-    "Trainer": "qwen_min.trainer",
-    "TrainConfig": "qwen_min.trainer",
+    "Trainer": "qwen_min.train.trainer",
+    "TrainConfig": "qwen_min.train.trainer",
     # chapter 8: supervised fine-tuning
-    "encode_chat": "qwen_min.sft",
-    "apply_lora": "qwen_min.lora",
-    "merge_lora": "qwen_min.lora",
+    "encode_chat": "qwen_min.train.sft",
+    "apply_lora": "qwen_min.train.lora",
+    "merge_lora": "qwen_min.train.lora",
     # chapter 9: DPO
-    "dpo_loss": "qwen_min.dpo",
+    "dpo_loss": "qwen_min.train.dpo",
 }
 
 __all__ = list(_EXPORTS)

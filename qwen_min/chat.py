@@ -27,6 +27,11 @@ import sys
 
 import torch
 
+from qwen_min.checkpoints.fetch import default_checkpoint
+from qwen_min.checkpoints.hf import from_pretrained
+from qwen_min.generation import chat_defaults, generate
+from qwen_min.tokenizer.bpe import Tokenizer
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HELP = "commands: /reset clears the history, /exit (or Ctrl-D, Ctrl-C) leaves"
 
@@ -51,7 +56,6 @@ def add_arguments(p):
 
 def sampling_options(args) -> dict:
     """keyword arguments of `generate` from the preset and the flags that override it."""
-    from .generation import chat_defaults
 
     preset = args.preset or ("qwen-chat" if args.command == "chat" else "greedy")
     options = chat_defaults() if preset == "qwen-chat" else {"temperature": 0.0}
@@ -63,9 +67,6 @@ def sampling_options(args) -> dict:
 
 def load(args):
     """(model, tokenizer) named by --checkpoint / --tokenizer, with progress on stderr."""
-    from .checkpoint import from_pretrained
-    from .fetch import default_checkpoint
-    from .tokenizer import Tokenizer
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     checkpoint = args.checkpoint or default_checkpoint(log=log)
@@ -95,8 +96,6 @@ def _messages(args, *turns) -> list[dict]:
 
 
 def generate_once(model, tokenizer, args, options) -> int:
-    from .generation import generate
-
     if args.chat or args.system is not None:
         text = tokenizer.render_chat(_messages(args, {"role": "user", "content": args.prompt}), add_generation_prompt=True)
         ids = tokenizer.encode(text, allowed_special="all")
@@ -108,8 +107,6 @@ def generate_once(model, tokenizer, args, options) -> int:
 
 
 def chat_loop(model, tokenizer, args, options) -> int:
-    from .generation import generate
-
     history = _messages(args)
     print(HELP, file=sys.stderr)
     pending = args.prompt

@@ -41,21 +41,21 @@ from typing import Callable
 
 import torch
 
-from .attention import KVCache
-from .tokenizer_files import OFFICIAL_TOKENIZER_DIR
+from qwen_min.model.attention import KVCache
+from qwen_min.paths import official_tokenizer_dir
+from qwen_min.tokenizer.bpe import StreamingDecoder
 
-GENERATION_CONFIG = OFFICIAL_TOKENIZER_DIR / "generation_config.json"
 QWEN_STOP_IDS = (151645, 151643)  # <|im_end|>, <|endoftext|>
 PAD_ID = 0  # fills left padding and the rows that have stopped: masked out, so its value never matters
 
 
-def chat_defaults(path: str | Path = GENERATION_CONFIG) -> dict:
+def chat_defaults(path: str | Path | None = None) -> dict:
     """Qwen's recommended sampling settings, as keyword arguments of `generate`.
 
     >>> chat_defaults()
     {'temperature': 0.7, 'top_k': 20, 'top_p': 0.8, 'repetition_penalty': 1.1, 'stop_ids': (151645, 151643)}
     """
-    path = Path(path)
+    path = Path(path) if path is not None else official_tokenizer_dir() / "generation_config.json"
     try:
         g = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -209,8 +209,6 @@ def generate(model, prompt_ids, max_new_tokens: int = 64, temperature: float = 0
             seen[row, prompt] = True
     stream = None
     if on_text is not None:
-        from .tokenizer import StreamingDecoder
-
         stream = StreamingDecoder(tokenizer)
     stop = set(stop_ids)
     out: list[list[int]] = [[] for _ in range(b)]

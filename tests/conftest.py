@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_min.tokenizer_files import OFFICIAL_TOKENIZER_DIR
+from qwen_min import paths
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -18,14 +18,14 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
     """The default checkpoint, fetched on first use (`make test` fetches it before pytest runs)."""
-    from qwen_min.fetch import default_checkpoint
+    from qwen_min.checkpoints.fetch import default_checkpoint
 
     return default_checkpoint()
 
 
 @pytest.fixture(scope="session")
 def official_tokenizer_dir() -> Path:
-    return OFFICIAL_TOKENIZER_DIR
+    return paths.official_tokenizer_dir()
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,7 @@ def hf_tokenizers_official():
     """HF `tokenizers` (Rust) loaded from data/qwen2.5/tokenizer.json: the reference for ids."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(OFFICIAL_TOKENIZER_DIR / "tokenizer.json"))
+    return Tokenizer.from_file(str(paths.official_tokenizer_dir() / "tokenizer.json"))
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +61,7 @@ def tiny_corpora(tmp_path_factory) -> Path:
     import gzip
     import json
 
-    from qwen_min.data import read_documents
+    from qwen_min.train.data import read_documents
 
     folder = tmp_path_factory.mktemp("corpora")
     for name, source in (("prose", "shakespeare"), ("code", "python-stdlib")):

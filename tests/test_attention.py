@@ -7,12 +7,12 @@ import torch
 from transformers import Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, Qwen2RotaryEmbedding
 
-from qwen_min.attention import Attention, KVCache, attention_mask_for, eager_attention, sdpa_attention
 from qwen_min.config import OFFICIAL_SIZES, QwenConfig
-from qwen_min.exercises import ExerciseFailed
-from qwen_min.exercises.ch03_attention import check_causal_mask, check_gqa_attention, check_kv_cache_bytes
-from qwen_min.model import Qwen
-from qwen_min.rope import RotaryEmbedding
+from qwen_min.course.exercises import ExerciseFailed
+from qwen_min.course.exercises.ch03_attention import check_causal_mask, check_gqa_attention, check_kv_cache_bytes
+from qwen_min.model.attention import Attention, KVCache, attention_mask_for, eager_attention, sdpa_attention
+from qwen_min.model.qwen import Qwen
+from qwen_min.model.rope import RotaryEmbedding
 
 # (query heads, kv heads): ratios 1 (MHA), 2, 3, 7 (MQA)
 HEADS = [(4, 4), (4, 2), (6, 2), (7, 1)]

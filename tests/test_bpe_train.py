@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from qwen_min.bpe_train import BYTE_TOKENS, count_words, train_bpe
+from qwen_min.bench.corpus import TRICKY, mixed_corpus
 from qwen_min.cli import main
-from qwen_min.tokenizer import BYTE_TO_CHAR
-from qwen_min.tokenizer_corpus import TRICKY, mixed_corpus
-from qwen_min.tokenizer_files import QWEN_PRETOKENIZE_REGEX
+from qwen_min.tokenizer.bpe import BYTE_TO_CHAR
+from qwen_min.tokenizer.files import QWEN_PRETOKENIZE_REGEX
+from qwen_min.tokenizer.train import BYTE_TOKENS, count_words, train_bpe
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 

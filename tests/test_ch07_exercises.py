@@ -5,11 +5,11 @@ import math
 import pytest
 import torch.nn.functional as F
 
-from qwen_min.exercises import ExerciseFailed
-from qwen_min.exercises.ch07_pretraining import check_flops_per_token, check_lr_schedule, check_next_token_loss
-from qwen_min.flops import flops_per_token
-from qwen_min.model import causal_lm_loss
-from qwen_min.trainer import lr_schedule
+from qwen_min.course.exercises import ExerciseFailed
+from qwen_min.course.exercises.ch07_pretraining import check_flops_per_token, check_lr_schedule, check_next_token_loss
+from qwen_min.model.qwen import causal_lm_loss
+from qwen_min.train.flops import flops_per_token
+from qwen_min.train.trainer import lr_schedule
 
 
 def test_next_token_loss_checker():

@@ -4,11 +4,11 @@ import re
 
 import pytest
 
-from qwen_min.dpo import dpo_loss
-from qwen_min.exercises import ExerciseFailed
-from qwen_min.exercises.ch10_end_to_end import check_chat_reply, check_number_checker, check_preference_accuracy
+from qwen_min.course.exercises import ExerciseFailed
+from qwen_min.course.exercises.ch10_end_to_end import check_chat_reply, check_number_checker, check_preference_accuracy
 from qwen_min.generation import generate
-from qwen_min.tasks import check_last_number, reply_text
+from qwen_min.tasks.checkable import check_last_number, reply_text
+from qwen_min.train.dpo import dpo_loss
 
 
 def test_number_checker():

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from qwen_min.chat_template import render
-from qwen_min.tokenizer import Tokenizer
+from qwen_min.tokenizer.bpe import Tokenizer
+from qwen_min.tokenizer.chat_template import render
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city <today> & 'tomorrow'; 天气",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 import torch
@@ -12,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 import qwen_min as qm
-from qwen_min.checkpoint import CheckpointError
+from qwen_min.checkpoints.hf import CheckpointError
 from qwen_min.config import QwenConfig
 
 
@@ -77,9 +75,8 @@ def test_loads_in_the_requested_dtype(tmp_path):
 
 def test_gguf_paths_go_to_the_gguf_loader(tmp_path, monkeypatch):
     calls = []
-    fake = types.ModuleType("qwen_min.gguf_loader")
-    fake.load_gguf = lambda path, dtype, device: calls.append((path, dtype, device)) or "model"
-    monkeypatch.setitem(sys.modules, "qwen_min.gguf_loader", fake)
+    fake = lambda path, dtype, device: calls.append((path, dtype, device)) or "model"  # noqa: E731
+    monkeypatch.setattr("qwen_min.checkpoints.hf.load_gguf", fake)
     assert qm.from_pretrained(tmp_path / "m.gguf", dtype=torch.bfloat16, device="cpu") == "model"
     assert calls == [(tmp_path / "m.gguf", torch.bfloat16, "cpu")]
 

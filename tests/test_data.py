@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import qwen_min as qm
-from qwen_min.data import (
+from qwen_min.train.data import (
     EOT,
     DataError,
     MixtureBatches,

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from qwen_min.cli import main
-from qwen_min.trainer import read_metrics
+from qwen_min.train.trainer import read_metrics
 
 
 @pytest.mark.slow  # three runs and two process start-ups: ~30 s on 2 cores

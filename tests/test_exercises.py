@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from qwen_min.exercises import ExerciseFailed, compare
-from qwen_min.exercises.ch00_overview import check_kv_cache_bytes, check_layer_parameters
+from qwen_min.course.exercises import ExerciseFailed, compare
+from qwen_min.course.exercises.ch00_overview import check_kv_cache_bytes, check_layer_parameters
 
 
 def test_compare_reports_input_and_hint():

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from qwen_min.fetch import DEFAULT_CHECKPOINT, FetchError, SplitCheckpoint, fetch, verify
+from qwen_min.checkpoints.fetch import DEFAULT_CHECKPOINT, FetchError, SplitCheckpoint, fetch, verify
 
 PARTS = [b"GGUF" + bytes(range(256)) * 3, b"second part", b"third"]
 

@@ -13,7 +13,7 @@ import torch
 
 import qwen_min as qm
 from qwen_min.cli import main as cli_main
-from qwen_min.generation import GENERATION_CONFIG, candidate_logits, chat_defaults, generate, pick, process_logits
+from qwen_min.generation import candidate_logits, chat_defaults, generate, pick, process_logits
 
 CFG = qm.QwenConfig.from_name("tiny", max_position_embeddings=256)  # the official 151,936-row vocabulary
 
@@ -160,8 +160,8 @@ def test_refuses_beyond_context_and_bad_input(model, tok):
         generate(model, [1, 2], on_text=print)
 
 
-def test_chat_defaults_follow_generation_config(tmp_path):
-    official = json.loads(GENERATION_CONFIG.read_text())
+def test_chat_defaults_follow_generation_config(tmp_path, official_tokenizer_dir):
+    official = json.loads((official_tokenizer_dir / "generation_config.json").read_text())
     preset = chat_defaults()
     assert preset["temperature"] == official["temperature"] and preset["top_p"] == official["top_p"]
     assert preset["top_k"] == official["top_k"] and preset["repetition_penalty"] == official["repetition_penalty"]
@@ -204,8 +204,8 @@ def test_chat_command(folder, model, tok, capsys, monkeypatch):
 def test_ch06_checkers_reject_wrong_answers():
     import gguf
 
-    from qwen_min.exercises import ExerciseFailed
-    from qwen_min.exercises.ch06_checkpoint import check_dequantize_q5_0, check_greedy_decode, check_top_p
+    from qwen_min.course.exercises import ExerciseFailed
+    from qwen_min.course.exercises.ch06_checkpoint import check_dequantize_q5_0, check_greedy_decode, check_top_p
 
     def q5_without_fifth_bit(blocks):  # forgets the high bits in bytes 2-5
         d = blocks[:, :2].copy().view(np.float16).astype(np.float32)

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import qwen_min as qm
+from qwen_min.checkpoints.gguf_loader import _HF_NAMES, GGUFError, load_gguf, load_gguf_state_dict, read_gguf
 from qwen_min.cli import main as cli_main
-from qwen_min.gguf_loader import _HF_NAMES, GGUFError, load_gguf, load_gguf_state_dict, read_gguf
 
 Q = gguf.GGMLQuantizationType
 # hidden and intermediate sizes are multiples of 256, the K-quant block

@@ -7,9 +7,10 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from qwen_min.config import OFFICIAL_SIZES, QwenConfig
-from qwen_min.exercises import ExerciseFailed
-from qwen_min.exercises.ch04_model import check_num_parameters, check_rms_norm, check_swiglu
-from qwen_min.model import Qwen, RMSNorm
+from qwen_min.course.exercises import ExerciseFailed
+from qwen_min.course.exercises.ch04_model import check_num_parameters, check_rms_norm, check_swiglu
+from qwen_min.model.layers import RMSNorm
+from qwen_min.model.qwen import Qwen
 
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}
 # Random tiny configs: tied and untied, query/kv ratios 1, 2, 3, 7, unusual theta and eps, YaRN.

@@ -8,13 +8,13 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM
 from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeSparseMoeBlock, load_balancing_loss_func
 
-from qwen_min.attention import KVCache
-from qwen_min.checkpoint import from_pretrained, save_pretrained
+from qwen_min.checkpoints.hf import from_pretrained, save_pretrained
 from qwen_min.config import QwenConfig
-from qwen_min.exercises import ExerciseFailed
-from qwen_min.exercises.ch05_moe import check_dispatch, check_load_balancing_loss, check_router_weights
-from qwen_min.model import Qwen
-from qwen_min.moe import SparseMoeBlock, dispatch, load_balancing_loss, route
+from qwen_min.course.exercises import ExerciseFailed
+from qwen_min.course.exercises.ch05_moe import check_dispatch, check_load_balancing_loss, check_router_weights
+from qwen_min.model.attention import KVCache
+from qwen_min.model.moe import SparseMoeBlock, dispatch, load_balancing_loss, route
+from qwen_min.model.qwen import Qwen
 
 # Random tiny MoE configs: top-1 and top-k > 1, norm_topk_prob on and off, odd widths, every expert or a few chosen.
 BLOCK_CONFIGS = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_min.tokenizer_files import OFFICIAL_TOKENIZER_DIR
+from qwen_min.paths import official_tokenizer_dir
 
 # not imported from conftest: tests/ and notebooks/ each have a conftest.py, and `import conftest` would get either
 REPO = Path(__file__).resolve().parents[1]
@@ -48,11 +48,11 @@ def _load_rebuild_module():
 def test_files_are_exactly_what_the_rebuild_script_makes(tmp_path, gguf_path):
     _load_rebuild_module().rebuild_qwen_tokenizer(tmp_path)
     for name in FILES:
-        assert (tmp_path / name).read_bytes() == (OFFICIAL_TOKENIZER_DIR / name).read_bytes(), name
+        assert (tmp_path / name).read_bytes() == (official_tokenizer_dir() / name).read_bytes(), name
 
 
 def test_official_structure():
-    data = json.loads((OFFICIAL_TOKENIZER_DIR / "tokenizer.json").read_text())
+    data = json.loads((official_tokenizer_dir() / "tokenizer.json").read_text())
     assert data["normalizer"] == {"type": "NFC"}
     split, byte_level = data["pre_tokenizer"]["pretokenizers"]
     assert split["pattern"]["Regex"] == QWEN_REGEX and split["behavior"] == "Isolated"
@@ -64,11 +64,11 @@ def test_official_structure():
     assert added[151645] == ("<|im_end|>", True)
     assert added[151657] == ("<tool_call>", False) and added[151658] == ("</tool_call>", False)
     assert sum(special for _, special in added.values()) == 20
-    config = json.loads((OFFICIAL_TOKENIZER_DIR / "tokenizer_config.json").read_text())
+    config = json.loads((official_tokenizer_dir() / "tokenizer_config.json").read_text())
     assert len(config["chat_template"]) == 2507
     assert "You are Qwen, created by Alibaba Cloud. You are a helpful assistant." in config["chat_template"]
     assert config["eos_token"] == "<|im_end|>" and config["pad_token"] == "<|endoftext|>"
-    generation = json.loads((OFFICIAL_TOKENIZER_DIR / "generation_config.json").read_text())
+    generation = json.loads((official_tokenizer_dir() / "generation_config.json").read_text())
     assert generation["eos_token_id"] == [151645, 151643]
 
 

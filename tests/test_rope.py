@@ -9,9 +9,9 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding, apply_rotary_pos_emb
 
 from qwen_min.config import QwenConfig
-from qwen_min.exercises import ExerciseFailed
-from qwen_min.exercises.ch02_rope import check_inv_freq, check_rope_at_positions
-from qwen_min.rope import RotaryEmbedding, apply_rope, default_inv_freq, rope_frequencies
+from qwen_min.course.exercises import ExerciseFailed
+from qwen_min.course.exercises.ch02_rope import check_inv_freq, check_rope_at_positions
+from qwen_min.model.rope import RotaryEmbedding, apply_rope, default_inv_freq, rope_frequencies
 
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}
 ROPE_CASES = {

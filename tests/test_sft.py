@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import qwen_min as qm
-import qwen_min.tasks as tasks
-from qwen_min.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
-from qwen_min.sft import IGNORE_INDEX, SFTBatches, encode_chat, pad_batch
+import qwen_min.tasks.checkable as tasks
+from qwen_min.train.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
+from qwen_min.train.sft import IGNORE_INDEX, SFTBatches, encode_chat, pad_batch
 
 SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
 
@@ -236,7 +236,7 @@ def _losses(out):
 
 @pytest.mark.slow
 def test_sft_command_resume_is_bit_identical(tmp_path, capsys):
-    from qwen_min.chat_template import render
+    from qwen_min.tokenizer.chat_template import render
 
     small = qm.train_bpe([render(ex.messages, ex.tools) for ex in tasks.handwritten()], vocab_size=300)
     small.save_pretrained(tmp_path / "tok")
@@ -261,9 +261,9 @@ def test_sft_command_bad_input(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- exercise checkers
 def test_ch08_checkers_accept_the_reference_and_reject_wrong_answers():
-    from qwen_min.exercises import ExerciseFailed
-    from qwen_min.exercises.ch08_sft import check_assistant_labels, check_lora_merge, check_masked_loss
-    from qwen_min.model import causal_lm_loss
+    from qwen_min.course.exercises import ExerciseFailed
+    from qwen_min.course.exercises.ch08_sft import check_assistant_labels, check_lora_merge, check_masked_loss
+    from qwen_min.model.qwen import causal_lm_loss
 
     check_masked_loss(causal_lm_loss)
     with pytest.raises(ExerciseFailed, match="shift"):  # no shift: predicts the token it reads

@@ -13,8 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from qwen_min.exercises import ExerciseFailed
-from qwen_min.student import EXERCISE_TAG, SOLUTION_TAG, STUB, stub_source, student_edition, unresolved_paths
+from qwen_min.course.exercises import ExerciseFailed
+from qwen_min.course.student import EXERCISE_TAG, SOLUTION_TAG, STUB, stub_source, student_edition, unresolved_paths
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 CHAPTERS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))

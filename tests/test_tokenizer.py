@@ -14,9 +14,10 @@ import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qwen_min.tokenizer import BYTE_TO_CHAR, StreamingDecoder, Tokenizer
-from qwen_min.tokenizer_corpus import mixed_corpus
-from qwen_min.tokenizer_files import OFFICIAL_TOKENIZER_DIR, TokenizerFileError
+from qwen_min import paths
+from qwen_min.bench.corpus import mixed_corpus
+from qwen_min.tokenizer.bpe import BYTE_TO_CHAR, StreamingDecoder, Tokenizer
+from qwen_min.tokenizer.files import TokenizerFileError
 
 PROPERTY = settings(max_examples=2000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
@@ -72,7 +73,7 @@ def test_corpus_is_large_and_mixed(corpus):
 @pytest.mark.slow
 def test_pretokenizer_agrees_on_every_code_point(tok, hf_tokenizers_official):
     """Every code point c in "/cA": a letter gives '/cA', a digit '/', 'c', 'A', a space '/', 'cA', else '/c', 'A'."""
-    from qwen_min.tokenizer import token_string_to_bytes
+    from qwen_min.tokenizer.bpe import token_string_to_bytes
 
     def hf_split(text):
         return [token_string_to_bytes(p).decode("utf-8") for p, _ in hf_tokenizers_official.pre_tokenizer.pre_tokenize_str(text)]
@@ -171,8 +172,8 @@ def _shared():
     if not _SHARED:
         from tokenizers import Tokenizer as HFTokenizer
 
-        _SHARED["pair"] = (Tokenizer.from_pretrained(OFFICIAL_TOKENIZER_DIR),
-                           HFTokenizer.from_file(str(OFFICIAL_TOKENIZER_DIR / "tokenizer.json")))
+        _SHARED["pair"] = (Tokenizer.from_pretrained(paths.official_tokenizer_dir()),
+                           HFTokenizer.from_file(str(paths.official_tokenizer_dir() / "tokenizer.json")))
     return _SHARED["pair"]
 
 
@@ -246,7 +247,7 @@ def test_special_ids(tok, hf_tokenizers_official):
 
 @pytest.mark.slow
 def test_gguf_tokenizer_equals_official(tok, gguf_path, corpus, official_tokenizer_dir):
-    from qwen_min.tokenizer_files import read_tokenizer_json
+    from qwen_min.tokenizer.files import read_tokenizer_json
 
     from_gguf = Tokenizer.from_pretrained(gguf_path)
     assert from_gguf.vocab == tok.vocab and from_gguf.merges == tok.merges
@@ -302,8 +303,8 @@ def test_no_reference_library_imported_at_run_time(official_tokenizer_dir):
 
 
 def test_exercise_checkers_reject_wrong_answers():
-    from qwen_min.exercises import ExerciseFailed
-    from qwen_min.exercises import ch01_tokenizer as ch
+    from qwen_min.course.exercises import ExerciseFailed
+    from qwen_min.course.exercises import ch01_tokenizer as ch
 
     with pytest.raises(ExerciseFailed):
         ch.check_bytes_to_unicode(lambda: {b: chr(b + 256) for b in range(256)})

@@ -9,9 +9,9 @@ import torch
 
 import qwen_min as qm
 from qwen_min.cli import main
-from qwen_min.data import EOT, MixtureBatches, build_shards, eval_batches, read_documents
-from qwen_min.pretrain import lm_loss
-from qwen_min.trainer import (
+from qwen_min.train.data import EOT, MixtureBatches, build_shards, eval_batches, read_documents
+from qwen_min.train.pretrain import lm_loss
+from qwen_min.train.trainer import (
     TrainConfig,
     Trainer,
     TrainingDiverged,
@@ -100,7 +100,7 @@ def test_moe_load_balancing_loss_is_logged(shards, tmp_path):
 
 
 def test_evaluation_windows_fewer_than_a_batch_is_one_clear_error(shards):
-    from qwen_min.data import DataError
+    from qwen_min.train.data import DataError
 
     with pytest.raises(DataError, match="3 evaluation windows asked for, fewer than one batch of 4"):
         eval_batches(shards["prose"]["val"], SEQ, 4, 3)

@@ -6,8 +6,8 @@ import os
 
 import nbformat
 
-from qwen_min import walkthrough
-from qwen_min.walkthrough import FILE_VAR, NOTEBOOK_VAR, format_table, read_validations, start_notebook, validated
+from qwen_min.course import walkthrough
+from qwen_min.course.walkthrough import FILE_VAR, NOTEBOOK_VAR, format_table, read_validations, start_notebook, validated
 
 
 def test_validated_prints_and_appends_when_the_variable_is_set(tmp_path, monkeypatch, capsys):
@@ -62,7 +62,7 @@ def test_runner_names_each_kernel_and_builds_the_table_from_the_file(tmp_path, m
     monkeypatch.setenv(FILE_VAR, "/nonexistent/ignored.jsonl")  # the runner always starts a fresh file in --out
     for name in (NOTEBOOK_VAR, walkthrough.FULL_CHAIN_VAR):  # main() sets them for its kernels; restored after the test
         monkeypatch.delenv(name, raising=False)
-    report = ("import os\nfrom qwen_min.walkthrough import validated\n"
+    report = ("import os\nfrom qwen_min.course.walkthrough import validated\n"
               "validated('full chain flag', os.environ['QWEN_MIN_FULL_CHAIN'], 'seen by the kernel')")
     first = _notebook(tmp_path / "01_first.ipynb", report, "validated('two', '2')")
     silent = _notebook(tmp_path / "02_silent.ipynb", "1 + 1")
@@ -84,8 +84,8 @@ def test_nbval_conftest_names_each_notebook_kernel(tmp_path):
     from pathlib import Path
 
     shutil.copy(Path(__file__).resolve().parents[1] / "notebooks" / "conftest.py", tmp_path / "conftest.py")
-    _notebook(tmp_path / "01_a.ipynb", "from qwen_min.walkthrough import validated\nvalidated('a', '1', '> 0')")
-    _notebook(tmp_path / "02_b.ipynb", "import os\nfrom qwen_min.walkthrough import read_validations\n"
+    _notebook(tmp_path / "01_a.ipynb", "from qwen_min.course.walkthrough import validated\nvalidated('a', '1', '> 0')")
+    _notebook(tmp_path / "02_b.ipynb", "import os\nfrom qwen_min.course.walkthrough import read_validations\n"
               "found = read_validations(os.environ['QWEN_MIN_VALIDATIONS'])\n"
               "assert os.environ['QWEN_MIN_NOTEBOOK'] == '02_b', os.environ['QWEN_MIN_NOTEBOOK']\n"
               "assert found.started == ['01_a', '02_b'], found\n"

@@ -1,0 +1,202 @@
+"""`qwen-min bench generate`: prefill and decode speed of `qm.generate` vs transformers' `generate`,
+on the same weights, dtype and prompt, in one run; peak memory; the memory-bandwidth floor.
+
+    qwen-min bench generate                         # default checkpoint, fp32 then bf16
+    qwen-min bench generate --dtypes float32 --prompt-tokens 64 --new-tokens 16
+
+Design choices
+- Same weights, no second load: the transformers `Qwen2ForCausalLM` is built on the meta
+  device from our config and handed our tensors (`load_state_dict(assign=True)`), so both
+  engines read the very same memory. (Its rotary buffer is rebuilt on the CPU: buffers are
+  not in the state dict.) bf16 converts our model in place and hands the tensors over again.
+- Greedy, no stop token, the same prompt: both engines do exactly the same work, and the
+  report says whether they produced the same tokens.
+- Prefill = time to the first new token (a `max_new_tokens=1` run); decode tokens/s =
+  (new tokens - 1) / (time of the full run - prefill time). Each figure is the best of
+  `--repeats` runs, engines interleaved, so a busy machine hurts both alike. Speeds are
+  reported as ratios qwen_min / transformers; absolute numbers only say what this machine did.
+- Decode is memory-bound: each new token reads every weight matrix once (the embedding
+  table excepted: one row). bytes per token / measured bandwidth (a 256 MB `sum`, FACTS.md
+  section 3) is the speed no engine can beat in that dtype.
+- Peak memory: CPU peak resident set (Linux VmHWM, reset before each run through
+  /proc/self/clear_refs), CUDA `max_memory_allocated`. It includes the shared weights.
+- llama.cpp, if `llama_cpp` is importable and the checkpoint is a GGUF, decodes the same
+  prompt from the quantised file (it does not dequantise) for reference.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from qwen_min.checkpoints.fetch import default_checkpoint
+from qwen_min.checkpoints.hf import from_pretrained
+from qwen_min.generation import generate
+from qwen_min.paths import official_tokenizer_dir
+from qwen_min.tokenizer.bpe import Tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PROMPT_TEXT = ("Large language models read a prompt all at once, then write their answer one token at a time. "
+               "Each new token attends to every earlier one through the key/value cache. ")
+
+
+def add_arguments(p):
+    p.add_argument("--checkpoint", help="a .gguf file or Hugging Face folder (default: the fetched Qwen2.5-Coder-0.5B-Instruct)")
+    p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=2, help="runs per engine and figure; the best counts")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------------------- measuring
+def memory_bandwidth(device: str, nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """Bytes/s of reading a 256 MB tensor with `sum`, best of `repeats`."""
+    x = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        x.sum().item()
+        best = min(best, time.perf_counter() - start)
+    return nbytes / best
+
+
+def bytes_per_token(model) -> int:
+    """Bytes of weights one decode step reads: every parameter but the embedding table (one row of it)."""
+    embedding = model.model.embed_tokens.weight
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p is not embedding) + embedding[0].nbytes
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _reset_peak(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM to the current RSS
+        except OSError:
+            pass
+
+
+def _peak_bytes(device: str) -> int:
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated()
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no reset possible: peak of the whole process
+
+
+def _timed(fn, device):
+    _reset_peak(device)
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - start, out, _peak_bytes(device)
+
+
+# ---------------------------------------------------------------------------- the engines
+def transformers_twin(model):
+    """transformers' Qwen2ForCausalLM holding the very tensors of `model` (no copy)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(**model.config.to_hf_dict())
+    with torch.device("meta"):
+        hf = Qwen2ForCausalLM(config)
+    hf.load_state_dict(model.state_dict(), assign=True, strict=False)  # strict=False: a tied lm_head is not listed twice
+    hf.tie_weights()
+    weight = model.model.embed_tokens.weight
+    hf.model.rotary_emb = type(hf.model.rotary_emb)(config=config).to(weight.device)  # a buffer: not in the state dict
+    hf.generation_config.eos_token_id = None  # no stop token: both engines write exactly new_tokens
+    hf.generation_config.pad_token_id = 0
+    return hf.eval()
+
+
+def run_engines(model, hf, prompt: list[int], new_tokens: int, repeats: int, device: str) -> dict:
+    ids = torch.tensor([prompt], device=device)
+    engines = {
+        "qwen_min": lambda n: generate(model, prompt, max_new_tokens=n, stop_ids=()),
+        "transformers": lambda n: hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                              do_sample=False)[0, len(prompt):].tolist(),
+    }
+    results = {name: {"prefill_s": float("inf"), "full_s": float("inf"), "peak": 0} for name in engines}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for name, fn in engines.items():  # interleaved: a busy machine slows both alike
+                r = results[name]
+                seconds, _, peak = _timed(lambda: fn(1), device)
+                r["prefill_s"] = min(r["prefill_s"], seconds)
+                seconds, tokens, peak_full = _timed(lambda: fn(new_tokens), device)
+                r["full_s"], r["tokens"] = min(r["full_s"], seconds), tokens
+                r["peak"] = max(r["peak"], peak, peak_full)
+    for r in results.values():
+        r["prefill_tok_s"] = len(prompt) / r["prefill_s"]
+        r["decode_tok_s"] = (new_tokens - 1) / max(r["full_s"] - r["prefill_s"], 1e-9)
+    return results
+
+
+def llama_cpp_decode(path: Path, prompt: list[int], new_tokens: int) -> float | None:
+    """Decode tokens/s of llama.cpp on the GGUF file (quantised weights), or None without llama_cpp."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(prompt) + new_tokens + 8, n_threads=torch.get_num_threads(),
+                          verbose=False)
+    first = None
+    for i, _ in enumerate(llm.generate(prompt, top_k=1, temp=0.0)):
+        if i == 0:
+            first = time.perf_counter()
+        if i == new_tokens - 1:
+            break
+    return (new_tokens - 1) / (time.perf_counter() - first)
+
+
+# ---------------------------------------------------------------------------- the command
+def run(args):
+
+    if args.prompt_tokens < 1 or args.new_tokens < 2 or args.repeats < 1:
+        raise ValueError("--prompt-tokens >= 1, --new-tokens >= 2 and --repeats >= 1 are needed")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    tokenizer = Tokenizer.from_pretrained(official_tokenizer_dir())
+    text = PROMPT_TEXT * (args.prompt_tokens // 20 + 1)
+    prompt = tokenizer.encode(text)[:args.prompt_tokens]
+    print(f"qwen-min bench generate: {checkpoint.name}, prompt {len(prompt)} tokens, {args.new_tokens} new tokens (greedy), "
+          f"{args.device}, {torch.get_num_threads()} threads")
+    model = from_pretrained(checkpoint, dtype=torch.float32, device=args.device)
+    bandwidth = memory_bandwidth(args.device)
+    print(f"memory bandwidth (sum over 256 MB): {bandwidth / 1e9:.1f} GB/s")
+    header = f"{'dtype':9} {'engine':13} {'prefill tok/s':>13} {'decode tok/s':>12} {'peak memory':>11}"
+    print(header)
+    print("-" * len(header))
+    for dtype_name in args.dtypes:
+        model = model.to(DTYPES[dtype_name])  # in place: the fp32 tensors are released
+        hf = transformers_twin(model)
+        results = run_engines(model, hf, prompt, args.new_tokens, args.repeats, args.device)
+        del hf
+        for name, r in results.items():
+            print(f"{dtype_name:9} {name:13} {r['prefill_tok_s']:13.1f} {r['decode_tok_s']:12.2f} {r['peak'] / 2**30:9.2f} GB")
+        ours, theirs = results["qwen_min"], results["transformers"]
+        floor = bandwidth / bytes_per_token(model)
+        print(f"{'':9} {'ratio':13} {ours['prefill_tok_s'] / theirs['prefill_tok_s']:12.2f}x "
+              f"{ours['decode_tok_s'] / theirs['decode_tok_s']:11.2f}x   qwen_min / transformers; "
+              f"same tokens: {'yes' if ours['tokens'] == theirs['tokens'] else 'NO'}")
+        print(f"{'':9} {'floor':13} {'':13} {floor:12.2f}   bandwidth / {bytes_per_token(model) / 1e9:.2f} GB per token; "
+              f"qwen_min decodes at {ours['decode_tok_s'] / floor:.0%} of it")
+    if checkpoint.suffix == ".gguf":
+        speed = llama_cpp_decode(checkpoint, prompt, args.new_tokens)
+        print(f"llama.cpp on the quantised GGUF: {speed:.2f} decode tok/s" if speed is not None
+              else "llama.cpp: llama_cpp is not importable, skipped")

@@ -1,0 +1,85 @@
+"""Checkers for the exercises of notebook 05_moe.
+
+    from qwen_min.course.exercises.ch05_moe import check_router_weights, check_dispatch, check_load_balancing_loss
+    check_router_weights(my_router_weights)   # my_router_weights(logits, top_k, norm_topk_prob) -> (n, E), zeros off the top-k
+    check_dispatch(my_dispatch)               # my_dispatch(x, weights, experts, expert_mlps) -> (n, d), each expert called once
+    check_load_balancing_loss(my_loss)        # my_loss(router_logits_per_layer, num_experts, top_k) -> scalar tensor
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qwen_min.course.exercises import ExerciseFailed, compare
+from qwen_min.model.layers import MLP
+from qwen_min.model.moe import dispatch, load_balancing_loss, route
+
+
+def _router_weights_reference(logits, top_k, norm_topk_prob):
+    weights, experts = route(logits, top_k, norm_topk_prob)
+    return torch.zeros_like(logits).scatter(-1, experts, weights)  # (n, E)
+
+
+def check_router_weights(student) -> None:
+    """student(router_logits (n, E), top_k, norm_topk_prob) -> (n, E): the weight of each chosen expert, 0 elsewhere."""
+    g = torch.Generator().manual_seed(51)
+    inputs = [(torch.randn(n, e, generator=g) * s, k, norm)
+              for n, e, k, s, norm in [(5, 4, 1, 1.0, False), (7, 8, 2, 2.0, False), (6, 8, 2, 2.0, True),
+                                       (4, 6, 3, 0.5, True), (3, 5, 5, 1.0, False)]]
+    compare("router_weights", student, _router_weights_reference, inputs, atol=1e-6,
+            hint="softmax over *all* experts first, then keep the top-k; divide by their sum only when "
+                 "norm_topk_prob is True (Qwen2-MoE configs leave it False).")
+
+
+class _CountingExpert(torch.nn.Module):
+    """An expert MLP that counts how often it is called."""
+
+    def __init__(self, mlp: MLP):
+        super().__init__()
+        self.mlp, self.calls = mlp, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.mlp(x)
+
+
+def _dispatch_inputs():
+    g = torch.Generator().manual_seed(52)
+    inputs = []
+    for n, d, e, k in [(6, 8, 4, 1), (13, 8, 6, 2), (9, 12, 5, 3)]:
+        torch.manual_seed(52 + n)
+        mlps = torch.nn.ModuleList(MLP(d, 6) for _ in range(e))
+        logits = torch.randn(n, e, generator=g)
+        weights, experts = route(logits, k, norm_topk_prob=False)
+        inputs.append((torch.randn(n, d, generator=g), weights, experts, mlps))
+    return inputs
+
+
+@torch.no_grad()
+def check_dispatch(student) -> None:
+    """student(x (n, d), weights (n, k), experts (n, k), expert_mlps) -> (n, d), each expert run at most once."""
+    hint = ("token i's output is sum_j weights[i, j] * expert_mlps[experts[i, j]](x[i]); gather each expert's tokens "
+            "(argsort the flattened expert ids, or a boolean mask per expert), call it once, add back with index_add_.")
+    counted = []
+
+    def counting_student(x, weights, experts, mlps):
+        wrapped = torch.nn.ModuleList(_CountingExpert(m) for m in mlps)
+        counted.append(wrapped)
+        return student(x, weights, experts, wrapped)
+
+    compare("dispatch", counting_student, dispatch, _dispatch_inputs(), atol=1e-5, hint=hint)
+    most = max(c.calls for wrapped in counted for c in wrapped)
+    if most > 1:
+        raise ExerciseFailed(f"✗ dispatch: right numbers, but one expert was called {most} times: batch each expert's "
+                             "tokens and call it once (a loop over experts is fine, a loop over tokens is not).")
+
+
+def check_load_balancing_loss(student) -> None:
+    """student(router_logits: list of (n, E) per layer, num_experts, top_k) -> the Switch-Transformer aux loss (scalar)."""
+    g = torch.Generator().manual_seed(53)
+    inputs = []
+    for layers, n, e, k, s in [(1, 8, 4, 1, 1.0), (2, 10, 6, 2, 3.0), (3, 7, 8, 2, 0.3), (2, 12, 5, 3, 5.0)]:
+        inputs.append(([torch.randn(n, e, generator=g) * s for _ in range(layers)], e, k))
+    compare("load_balancing_loss", student, load_balancing_loss, inputs, atol=1e-6,
+            hint="pool all layers' tokens; f_e = fraction of tokens that have e among their top-k (no gradient), "
+                 "P_e = mean softmax probability of e; loss = num_experts * sum_e f_e * P_e.")

@@ -1,0 +1,90 @@
+"""Checkers for the exercises of notebook 10_end_to_end: one per stage of the chain that scores a model.
+
+    from qwen_min.course.exercises.ch10_end_to_end import check_number_checker, check_chat_reply, check_preference_accuracy
+    check_number_checker(my_check)         # my_check(reply, answer) -> bool: is the reply's number the answer?
+    check_chat_reply(my_reply)             # my_reply(model, tok, messages, max_new_tokens) -> greedy reply text
+    check_preference_accuracy(my_acc)      # my_acc(pi_c, pi_r, ref_c, ref_r, beta) -> fraction of pairs won
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import torch
+
+from qwen_min.config import QwenConfig
+from qwen_min.course.exercises import compare
+from qwen_min.generation import generate
+from qwen_min.model.qwen import Qwen
+from qwen_min.tasks.checkable import check_last_number, make_examples, prompt_ids, reply_text
+from qwen_min.tokenizer.chat_template import render
+from qwen_min.tokenizer.train import train_bpe
+from qwen_min.train.dpo import dpo_loss
+
+
+def check_number_checker(student) -> None:
+    """student(reply, answer) -> True when the reply's number is the answer (tasks.check_last_number)."""
+    rng = random.Random(10)
+    inputs = [("The answer is 7.", "7"), ("3 + 4 = 7. The answer is 7.", "7"), ("7 apples, so the answer is 12.", "7"),
+              ("It is 12", "21"), ("no number here", "3"), ("-5", "-5"), ("The answer is -5 or 4", "4"), ("", "0")]
+    for _ in range(12):
+        a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(0, 30)
+        reply = rng.choice([f"{a} + {b} = {a + b}. The answer is {a + b}.", f"{a + b}", f"It is {a + b}, not {c}",
+                            f"The answer is {c}. Or {a + b}?", f"{a}, {b} and {a + b}"])
+        inputs.append((reply, str(rng.choice([a + b, c]))))
+    compare("number_checker", student, check_last_number, inputs,
+            hint="when the reply says 'answer is', the answer is the first integer after its last 'answer is'; "
+                 "otherwise the last integer of the reply (re.findall(r'-?\\d+', ...)). No number: wrong.")
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_chat_model():
+    """A random tiny Qwen and a 320-token BPE trained on a few conversations. Its matrices are drawn with std 0.5
+    (not the 0.02 of training), so greedy replies are varied text rather than one repeated token."""
+
+    examples = make_examples(["add", "reverse", "word_problem"], "train", 20, seed=10)
+    tok = train_bpe([render(ex.messages) for ex in examples], 320)
+    model = Qwen(QwenConfig.from_name("tiny", vocab_size=tok.vocab_size)).eval()
+    g = torch.Generator().manual_seed(10)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.5, generator=g)
+    return model, tok
+
+
+def _reference_reply(model, tok, messages, max_new_tokens):
+    return reply_text(tok, generate(model, prompt_ids(tok, messages), max_new_tokens=max_new_tokens, stop_ids=tok.stop_ids))
+
+
+def check_chat_reply(student) -> None:
+    """student(model, tokenizer, messages, max_new_tokens) -> the model's greedy reply, special tokens dropped."""
+    model, tok = _tiny_chat_model()
+    conversations = [ex.prompt_messages for ex in make_examples(["add", "sort"], "test", 2, seed=10)]
+    conversations.append([{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Reverse: a, b"}])
+    inputs = [(model, tok, messages, n) for messages, n in zip(conversations, [8, 12, 16, 10, 6])]
+    compare("chat_reply", student, _reference_reply, inputs,
+            hint="render the conversation with tok.render_chat(messages, add_generation_prompt=True) (the reply starts "
+                 "after '<|im_start|>assistant\\n'), encode it with allowed_special='all' so <|im_start|> is one token, "
+                 "generate greedily (temperature 0) stopping at tok.stop_ids, and decode only the new ids, skipping "
+                 "special tokens.")
+
+
+def check_preference_accuracy(student) -> None:
+    """student(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> float, the share of pairs
+    whose chosen answer has the strictly larger implicit reward (dpo_loss's rewards/accuracies)."""
+    g = torch.Generator().manual_seed(10)
+    inputs = []
+    for n, beta in [(1, 0.1), (5, 0.1), (16, 0.5), (40, 0.02)]:
+        pc, pr, rc, rr = (torch.randn(n, generator=g) * 5 - 20 for _ in range(4))
+        inputs.append((pc, pr, rc, rr, beta))
+    z = torch.zeros(4)
+    inputs.append((z, z, z, z, 0.1))  # policy == reference: every pair a tie
+    shifted = torch.randn(6, generator=g)
+    inputs.append((shifted - 1, shifted - 1, shifted, shifted, 0.1))  # both answers lost the same: ties again
+    inputs.append((torch.tensor([-5.0, -6.0]), torch.tensor([-9.0, -8.0]), torch.tensor([-4.0, -4.0]),
+                   torch.tensor([-9.0, -9.0]), 0.1))  # raw log-probs favour chosen, the implicit rewards do not always
+    compare("preference_accuracy", student, lambda *args: dpo_loss(*args)[1]["rewards/accuracies"], inputs, atol=1e-6,
+            hint="the implicit reward of an answer is beta * (policy log-prob - reference log-prob); a pair is won when "
+                 "the chosen answer's reward is strictly larger (a tie is not a win); return the mean as a float.")

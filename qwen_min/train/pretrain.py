@@ -1,0 +1,237 @@
+"""`qwen-min pretrain`: train a Qwen from scratch on the corpora in data/corpora (chapter 7).
+
+    qwen-min pretrain --out runs/tiny                         # the default CPU recipe: ~10 minutes on 2 cores
+    qwen-min pretrain --out runs/tiny --resume                # continue from runs/tiny/checkpoint.pt
+    torchrun --nproc_per_node=2 -m qwen_min pretrain --out runs/ddp           # data parallel, same losses
+    torchrun --nproc_per_node=8 -m qwen_min pretrain --config gpu-0.5B --data my_corpora --out runs/05b
+
+A run folder holds metrics.jsonl (one JSON object per step), loss.png, checkpoint.pt, run.json (the
+settings), tokenizer/ and data/ (token shards), and at the end model/ (config.json, model.safetensors,
+tokenizer files: `qm.from_pretrained("runs/tiny/model")` loads it) and samples.txt.
+
+Design choices
+- A recipe (`--config`) names a model size and every knob of the loop; any flag overrides one knob.
+  `--resume` reads the settings back from run.json, so it needs no other flag (flags still override,
+  e.g. a larger --max-steps to train on).
+- The CPU recipe trains its own byte-level BPE (chapter 1) of 4,096 tokens on the training documents
+  instead of using Qwen's 151,665: with the official vocabulary the embedding and LM head would be 95%
+  of a tiny model and most of its compute. The GPU 0.5B recipe uses the official tokenizer and shape.
+- Everything that is not the loop lives here: sources, tokenizer, shards, samples. The loop itself
+  (trainer.py) is shared with SFT and DPO.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from qwen_min import paths
+from qwen_min.checkpoints.hf import save_pretrained
+from qwen_min.config import CONFIGS, QwenConfig
+from qwen_min.generation import generate
+from qwen_min.model.qwen import Qwen
+from qwen_min.paths import official_tokenizer_dir
+from qwen_min.tokenizer.bpe import Tokenizer
+from qwen_min.tokenizer.train import train_bpe
+from qwen_min.train.data import EOT, MixtureBatches, build_shards, eval_batches, read_documents, split_documents
+from qwen_min.train.flops import flops_per_token, measure_matmul_peak
+from qwen_min.train.trainer import CHECKPOINT, TrainConfig, Trainer, setup_distributed
+
+# name -> settings. "bpe" trains a tokenizer of vocab_size tokens on the training documents.
+RECIPES: dict[str, dict] = {
+    "cpu-tiny": dict(model="tiny", tokenizer="bpe", vocab_size=4096, seq_len=128, batch_size=16, grad_accum=1,
+                     lr=3e-3, min_lr=3e-4, warmup_steps=100, max_steps=2000, eval_every=200, eval_windows=128,
+                     save_every=200, mix="shakespeare=0.5,chinese-poetry=0.2,python-stdlib=0.3"),
+    "gpu-medium": dict(model="medium", tokenizer="bpe", vocab_size=16384, seq_len=1024, batch_size=32, grad_accum=1,
+                       lr=1e-3, min_lr=1e-4, warmup_steps=200, max_steps=5000, eval_every=250, eval_windows=640,
+                       save_every=500, mix="shakespeare=0.5,chinese-poetry=0.2,python-stdlib=0.3"),
+    "gpu-0.5B": dict(model="0.5B", tokenizer="official", vocab_size=None, seq_len=2048, batch_size=8, grad_accum=8,
+                     lr=3e-4, min_lr=3e-5, warmup_steps=500, max_steps=20000, eval_every=500, eval_windows=640,
+                     save_every=1000, mix="shakespeare=0.5,chinese-poetry=0.2,python-stdlib=0.3"),
+}
+DEFAULT_RECIPE = "cpu-tiny"
+KNOBS = ["model", "tokenizer", "vocab_size", "seq_len", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps",
+         "max_steps", "eval_every", "eval_windows", "save_every", "mix", "weight_decay", "grad_clip", "val_fraction",
+         "data", "seed", "precision"]
+COMMON = dict(weight_decay=0.1, grad_clip=1.0, val_fraction=0.05, data=None, seed=0, precision="auto")
+BPE_CHARS_PER_SOURCE = 400_000
+SAMPLE_PROMPTS = ["KING.\n", "春风", "def __init__(self"]
+
+
+def add_arguments(p):
+    p.add_argument("--config", default=DEFAULT_RECIPE, choices=list(RECIPES),
+                   help=f"recipe: model size and loop settings (default {DEFAULT_RECIPE}: ~10 min on 2 CPU cores)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (metrics.jsonl, loss.png, checkpoint.pt, model/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, bit-identically")
+    p.add_argument("--max-steps", type=int, help="optimizer steps; the learning-rate schedule ends here")
+    p.add_argument("--stop-at", type=int, help="end this session after this step (the schedule still runs to --max-steps)")
+    p.add_argument("--seed", type=int, help="seed of the initial weights, the split and the batches (default 0)")
+    p.add_argument("--model", choices=list(CONFIGS), help="model size (config.py name) instead of the recipe's")
+    p.add_argument("--data", help="folder of sources, one sub-folder each (default: data/corpora)")
+    p.add_argument("--mix", help="mixture weights, e.g. shakespeare=0.5,python-stdlib=0.5 (sources left out are unused)")
+    p.add_argument("--tokenizer", help="'bpe' (train one on the training documents), 'official', or a tokenizer folder")
+    p.add_argument("--vocab-size", type=int, help="tokens of the trained BPE tokenizer")
+    p.add_argument("--seq-len", type=int, help="tokens per window")
+    p.add_argument("--batch-size", type=int, help="windows per micro-batch, per process")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine")
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices (default 0.1)")
+    p.add_argument("--grad-clip", type=float, help="max gradient norm (default 1.0; 0 disables)")
+    p.add_argument("--eval-every", type=int, help="validate every N steps (and at the end)")
+    p.add_argument("--eval-windows", type=int, help="validation windows per source (fixed, evenly spread)")
+    p.add_argument("--save-every", type=int, help="checkpoint every N steps (and at the end)")
+    p.add_argument("--val-fraction", type=float, help="documents held out per source (default 0.05)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def resolve_settings(args) -> dict:
+    """Recipe defaults, then run.json when resuming, then the flags given on the command line."""
+    run_file = args.out / "run.json"
+    if args.resume and run_file.exists():
+        settings = json.loads(run_file.read_text())
+    else:
+        settings = {**COMMON, **RECIPES[args.config], "recipe": args.config}
+    for knob in KNOBS:
+        value = getattr(args, knob, None)
+        if value is not None:
+            settings[knob] = value
+    return settings
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """'a=0.5,b=0.5' -> {'a': 0.5, 'b': 0.5}."""
+    weights = {}
+    for part in filter(None, text.split(",")):
+        name, sep, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--mix: {part!r} is not name=weight") from None
+        if not sep or weights[name.strip()] < 0:
+            raise ValueError(f"--mix: {part!r} is not name=weight with a weight >= 0")
+    return weights
+
+
+def load_tokenizer(settings: dict, out: Path, train_texts: list[str], log=print):
+    """The run's tokenizer: out/tokenizer if a previous session made it, else official, a folder, or trained BPE."""
+
+    saved = out / "tokenizer"
+    if (saved / "tokenizer.json").exists():
+        return Tokenizer.from_pretrained(saved)
+    choice = settings["tokenizer"]
+    if choice == "bpe":
+        log(f"training a {settings['vocab_size']}-token BPE tokenizer on the training documents ...")
+        tok = train_bpe(train_texts, settings["vocab_size"], special_tokens=(EOT, "<|im_start|>", "<|im_end|>"))
+    else:
+        tok = Tokenizer.from_pretrained(official_tokenizer_dir() if choice == "official" else choice)
+    tok.save_pretrained(saved)
+    return tok
+
+
+def bpe_sample(train_docs: list[list[str]], chars_per_source: int = BPE_CHARS_PER_SOURCE) -> list[str]:
+    """The first `chars_per_source` characters of each source's training documents: enough to learn the merges
+    (a few seconds), and each source gets an equal say in the vocabulary whatever its size."""
+    sample = []
+    for docs in train_docs:
+        budget = chars_per_source
+        for doc in docs:
+            if budget <= 0:
+                break
+            sample.append(doc[:budget])
+            budget -= len(doc)
+    return sample
+
+
+def lm_loss(model, batch):
+    """Next-token cross-entropy of a packed batch: every position predicts the next (shift inside the model).
+
+    An MoE model's loss also holds router_aux_loss_coef x its load-balancing loss; that loss is logged as `aux_loss`.
+    """
+    _, loss = model(batch["input_ids"], labels=batch["input_ids"])
+    aux = getattr(model, "module", model).last_aux_loss  # `module`: the model inside a DistributedDataParallel wrapper
+    return loss, {} if aux is None else {"aux_loss": aux}
+
+
+def write_samples(model, tok, out: Path, max_new_tokens: int = 60) -> str:
+    """Sampled continuations (temperature 0.8, seed 0) of one prompt per corpus, written to out/samples.txt."""
+
+    model.eval()
+    texts = []
+    for prompt in SAMPLE_PROMPTS:
+        ids = generate(model, tok.encode(prompt), max_new_tokens=max_new_tokens, temperature=0.8, top_k=50,
+                       stop_ids=(tok.added_tokens[EOT],), seed=0)
+        texts.append(f"--- {prompt!r}\n{prompt}{tok.decode(ids)}\n")
+    (out / "samples.txt").write_text("\n".join(texts))
+    return "\n".join(texts)
+
+
+def run(args):
+    checkpoint = args.out / CHECKPOINT
+    if args.resume and not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: no checkpoint to resume from")
+    if not args.resume and checkpoint.exists():
+        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue it, or use another --out")
+    world = setup_distributed(args.device)
+    log = print if world.is_main else (lambda *a, **k: None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = resolve_settings(args)
+    for key in ("max_steps", "seq_len", "batch_size", "grad_accum"):
+        if settings[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {settings[key]}")
+    weights = parse_mix(settings["mix"])
+    data_dir = Path(settings["data"]) if settings["data"] else paths.data_dir("corpora")
+    sources = {name: read_documents(data_dir / name) for name in weights}
+
+    split = lambda docs: split_documents(docs, settings["val_fraction"], settings["seed"])  # noqa: E731
+    if world.is_main:  # rank 0 makes the tokenizer and the shards, the others wait, then find them made
+        tok = load_tokenizer(settings, args.out, bpe_sample([split(docs)[0] for docs in sources.values()]), log)
+        shards = build_shards(sources, tok, args.out / "data", settings["val_fraction"], settings["seed"], log)
+        (args.out / "run.json").write_text(json.dumps(settings, indent=1) + "\n")
+    if world.world_size > 1:
+        torch.distributed.barrier()
+    if not world.is_main:
+        tok = load_tokenizer(settings, args.out, [], log)
+        shards = build_shards(sources, tok, args.out / "data", settings["val_fraction"], settings["seed"], log)
+
+    # the official tokenizer keeps Qwen's 151,936 rows (151,665 ids padded); a trained one gets one row per id,
+    # so sampling can never pick a row without a token
+    vocab = {} if settings["tokenizer"] == "official" else {"vocab_size": tok.vocab_size}
+    cfg = QwenConfig.from_name(settings["model"], **vocab)
+    torch.manual_seed(settings["seed"])
+
+    model = Qwen(cfg)
+    train = MixtureBatches({n: s["train"] for n, s in shards.items()}, weights, settings["seq_len"],
+                           settings["batch_size"], settings["grad_accum"], world.rank, world.world_size, settings["seed"])
+    evals = {n: eval_batches(s["val"], settings["seq_len"], settings["batch_size"], settings["eval_windows"])
+             for n, s in shards.items() if weights[n] > 0}
+    peak = measure_matmul_peak(world.device)
+    config = TrainConfig(
+        out=args.out, max_steps=settings["max_steps"], lr=settings["lr"], min_lr=settings["min_lr"],
+        warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"], grad_clip=settings["grad_clip"],
+        grad_accum=settings["grad_accum"], eval_every=settings["eval_every"], save_every=settings["save_every"],
+        stop_at=args.stop_at, resume=args.resume, seed=settings["seed"], precision=settings["precision"],
+        flops_per_token=flops_per_token(cfg, settings["seq_len"]), peak_flops=peak, progress=not args.no_progress)
+    global_batch = settings["batch_size"] * settings["grad_accum"] * world.world_size
+    log(f"model {settings['model']}: {model.num_parameters():,} parameters, vocab {cfg.vocab_size}; "
+        f"{world.world_size} process(es) on {world.device}; global batch {global_batch} x {settings['seq_len']} tokens; "
+        f"matmul peak {peak / 1e9:,.0f} GFLOP/s per device")
+    trainer = Trainer(model, lm_loss, train, config, evals, world)
+    records = trainer.fit()
+    if world.is_main and records:
+        last = records[-1]
+        log(f"step {last['step']}: loss {last['loss']:.3f}, validation loss {last['val_loss']:.3f} "
+            f"(perplexity {last['val_ppl']:.1f}), {last['tokens_per_s']:,.0f} tokens/s")
+        if trainer.step == settings["max_steps"]:
+            save_pretrained(model, args.out / "model")
+            tok.save_pretrained(args.out / "model")
+            log(write_samples(model, tok, args.out))
+        log(f"wrote {args.out}/metrics.jsonl, loss.png, checkpoint.pt" +
+            (", model/, samples.txt" if trainer.step == settings["max_steps"] else ""))
+    if world.world_size > 1:
+        torch.distributed.destroy_process_group()
