@@ -13,7 +13,7 @@ generation_config.json holds the sampling defaults published with the Qwen2.5 in
 models; GGUF does not carry them, so they are written from the values below.
 Licence: Apache-2.0, as the Qwen2.5 release (see data/README.md).
 
-corpora/*: the pretraining text of chapter 7, one `documents.jsonl.gz` per source, beside the licence file of
+corpora/*: the pretraining text of chapter 8, one `documents.jsonl.gz` per source, beside the licence file of
 its package (one JSON
 object {"title", "text"} per line, one line per document, gzip with mtime 0 so rebuilds are
 byte-identical). Each is extracted from a package that installs offline:

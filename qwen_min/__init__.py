@@ -30,14 +30,14 @@ _EXPORTS = {
     # chapter 6: generation
     "generate": "qwen_min.generation",
     "chat_defaults": "qwen_min.generation",
-    # chapter 7: pretraining (the loop is shared by chapters 8 and 9)
+    # chapter 8: pretraining (the loop is shared by chapters 9 and 10)
     "Trainer": "qwen_min.train.trainer",
     "TrainConfig": "qwen_min.train.trainer",
-    # chapter 8: supervised fine-tuning
+    # chapter 9: supervised fine-tuning
     "encode_chat": "qwen_min.train.sft",
     "apply_lora": "qwen_min.train.lora",
     "merge_lora": "qwen_min.train.lora",
-    # chapter 9: DPO
+    # chapter 10: DPO
     "dpo_loss": "qwen_min.train.dpo",
 }
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import qwen_min as qm
 from qwen_min.cli import main
 from qwen_min.course.exercises import ExerciseFailed
-from qwen_min.course.exercises.ch09_dpo import check_completion_logps, check_dpo_loss, check_optimal_policy
+from qwen_min.course.exercises.ch10_dpo import check_completion_logps, check_dpo_loss, check_optimal_policy
 from qwen_min.tasks import checkable as tasks
 from qwen_min.tasks.pairs import make_pairs, pairs_from_answers, read_pairs, write_pairs
 from qwen_min.train.dpo import PairBatches, completion_logps, dpo_batch_loss, encode_pair, optimal_policy

@@ -262,7 +262,7 @@ def test_sft_command_bad_input(tmp_path, capsys):
 # ---------------------------------------------------------------------------- exercise checkers
 def test_ch08_checkers_accept_the_reference_and_reject_wrong_answers():
     from qwen_min.course.exercises import ExerciseFailed
-    from qwen_min.course.exercises.ch08_sft import check_assistant_labels, check_lora_merge, check_masked_loss
+    from qwen_min.course.exercises.ch09_sft import check_assistant_labels, check_lora_merge, check_masked_loss
     from qwen_min.model.qwen import causal_lm_loss
 
     check_masked_loss(causal_lm_loss)

@@ -5,7 +5,7 @@ line and, when the environment variable QWEN_MIN_VALIDATIONS names a file, appen
 as one JSON line, under the notebook named by QWEN_MIN_NOTEBOOK. The runner below (and
 notebooks/conftest.py under pytest) sets both before each notebook's kernel starts: a kernel is a
 subprocess and inherits the environment of the process that starts it. The summary table, and the
-one notebook 10 ends with, are read from that file: every figure in them was computed in this run.
+one notebook 13 ends with, are read from that file: every figure in them was computed in this run.
 
     python -m qwen_min.course.walkthrough [--out build/walkthrough] [--short-chain] [notebooks/*.ipynb]
 
@@ -16,7 +16,7 @@ Design choices
 - A file, not the notebooks' stored outputs: the table must never show a figure copied from a committed
   notebook, and a file written by `validated` itself works the same under nbclient, nbval and Jupyter.
 - The runner also writes a start marker per notebook, so "this notebook ran but validated nothing"
-  is visible (notebook 10 asserts it never happens).
+  is visible (notebook 13 asserts it never happens).
 - The end-to-end notebook (10) runs the full-size chain when QWEN_MIN_FULL_CHAIN=1, which the runner
   sets unless `--short-chain` is given; under pytest it runs its shortened chain.
 """
@@ -35,7 +35,7 @@ TAG = "VALIDATED"
 SEP = " | "
 FILE_VAR = "QWEN_MIN_VALIDATIONS"  # path of the JSONL file the claims of this run go to
 NOTEBOOK_VAR = "QWEN_MIN_NOTEBOOK"  # name of the notebook now running (e.g. "02_rope")
-FULL_CHAIN_VAR = "QWEN_MIN_FULL_CHAIN"  # "1": notebook 10 runs the full-size chain
+FULL_CHAIN_VAR = "QWEN_MIN_FULL_CHAIN"  # "1": notebook 13 runs the full-size chain
 HEADER = ("notebook", "validated", "measured", "bar")
 
 
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--out", type=Path, default=Path("build/walkthrough"))
     parser.add_argument("--short-chain", action="store_true",
-                        help="notebook 10 runs its shortened chain (minutes) instead of the full one (~30 min on 2 cores)")
+                        help="notebook 13 runs its shortened chain (minutes) instead of the full one (~30 min on 2 cores)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run (default 3600)")
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted(Path("notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -1,4 +1,4 @@
-"""Instruction tasks with answers a program can check: the data of supervised fine-tuning (chapter 8) and DPO (chapter 9).
+"""Instruction tasks with answers a program can check: the data of supervised fine-tuning (chapter 9) and DPO (chapter 10).
 
     import qwen_min.tasks.checkable as tasks
     train = tasks.make_examples(["add", "reverse"], "train", n_per_task=100, seed=0)
@@ -8,12 +8,12 @@
 
 Every task is a `Task(name, generate, check)`: `generate(rng)` draws one (prompt, reply, answer) from a
 seeded `random.Random`, `check(reply, answer)` says whether a model's reply is right. `TASKS` maps each
-name to its Task, so later stages (`make-pairs` in chapter 9) score sampled replies with the same checkers.
+name to its Task, so later stages (`make-pairs` in chapter 10) score sampled replies with the same checkers.
 
 Design choices
 - Splits by prompt, not by draw: a prompt belongs to "train", "dpo" or "test" by a hash of its text
   (80/10/10 buckets). Whatever the seed or the number drawn, no test prompt can appear in the training
-  data (tests/test_sft.py checks it), and chapter 9 samples preference pairs on "dpo" prompts that SFT
+  data (tests/test_sft.py checks it), and chapter 10 samples preference pairs on "dpo" prompts that SFT
   never saw. Evaluation splits hold distinct prompts; "train" may repeat a prompt (more epochs of it).
 - Tasks are built for a tiny model learning in a minute on a CPU: lists are written "b, x, q" so each
   item is one token in the Qwen tokenizer (and in small trained ones), digits are one token each

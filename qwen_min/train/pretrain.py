@@ -1,4 +1,4 @@
-"""`qwen-min pretrain`: train a Qwen from scratch on the corpora in data/corpora (chapter 7).
+"""`qwen-min pretrain`: train a Qwen from scratch on the corpora in data/corpora (chapter 8).
 
     qwen-min pretrain --out runs/tiny                         # the default CPU recipe: ~10 minutes on 2 cores
     qwen-min pretrain --out runs/tiny --resume                # continue from runs/tiny/checkpoint.pt

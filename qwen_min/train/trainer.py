@@ -1,4 +1,4 @@
-"""A generic training loop: the same code pretrains (chapter 7), fine-tunes (8) and aligns (9), on a CPU or many GPUs.
+"""A generic training loop: the same code pretrains (chapter 8), fine-tunes (8) and aligns (9), on a CPU or many GPUs.
 
     def loss_fn(model, batch):                      # -> (scalar loss to minimise, dict of floats to log)
         _, loss = model(batch["input_ids"], labels=batch["input_ids"])

@@ -1,4 +1,4 @@
-"""The chapter 7 exercise checkers accept the reference and reject plausible wrong answers."""
+"""The chapter 8 exercise checkers accept the reference and reject plausible wrong answers."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch.nn.functional as F
 
 from qwen_min.course.exercises import ExerciseFailed
-from qwen_min.course.exercises.ch07_pretraining import check_flops_per_token, check_lr_schedule, check_next_token_loss
+from qwen_min.course.exercises.ch08_pretraining import check_flops_per_token, check_lr_schedule, check_next_token_loss
 from qwen_min.model.qwen import causal_lm_loss
 from qwen_min.train.flops import flops_per_token
 from qwen_min.train.trainer import lr_schedule

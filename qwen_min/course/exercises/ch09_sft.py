@@ -1,6 +1,6 @@
-"""Checkers for the exercises of notebook 08_sft.
+"""Checkers for the exercises of notebook 09_sft.
 
-    from qwen_min.course.exercises.ch08_sft import check_assistant_labels, check_masked_loss, check_lora_merge
+    from qwen_min.course.exercises.ch09_sft import check_assistant_labels, check_masked_loss, check_lora_merge
     check_assistant_labels(my_labels)      # my_labels(tok, messages, tools) -> labels: token id on assistant spans, else -100
     check_masked_loss(my_loss)             # my_loss(logits (b, t, v), labels (b, t)) -> mean CE over labelled next tokens
     check_lora_merge(my_merge)             # my_merge(weight (out, in), A (r, in), B (out, r), alpha) -> merged weight

@@ -1,6 +1,6 @@
-"""Checkers for the exercises of notebook 09_dpo.
+"""Checkers for the exercises of notebook 10_dpo.
 
-    from qwen_min.course.exercises.ch09_dpo import check_completion_logps, check_dpo_loss, check_optimal_policy
+    from qwen_min.course.exercises.ch10_dpo import check_completion_logps, check_dpo_loss, check_optimal_policy
     check_completion_logps(my_logps)     # my_logps(logits (b, t, v), labels (b, t)) -> (b,)
                                          # summed log-probs of the labelled tokens
     check_dpo_loss(my_loss)              # my_loss(pi_c, pi_r, ref_c, ref_r, beta) -> scalar sigmoid DPO loss

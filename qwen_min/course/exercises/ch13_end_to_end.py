@@ -1,6 +1,6 @@
-"""Checkers for the exercises of notebook 10_end_to_end: one per stage of the chain that scores a model.
+"""Checkers for the exercises of notebook 13_end_to_end: one per stage of the chain that scores a model.
 
-    from qwen_min.course.exercises.ch10_end_to_end import check_number_checker, check_chat_reply, check_preference_accuracy
+    from qwen_min.course.exercises.ch13_end_to_end import check_number_checker, check_chat_reply, check_preference_accuracy
     check_number_checker(my_check)         # my_check(reply, answer) -> bool: is the reply's number the answer?
     check_chat_reply(my_reply)             # my_reply(model, tok, messages, max_new_tokens) -> greedy reply text
     check_preference_accuracy(my_acc)      # my_acc(pi_c, pi_r, ref_c, ref_r, beta) -> fraction of pairs won

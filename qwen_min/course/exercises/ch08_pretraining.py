@@ -1,6 +1,6 @@
-"""Checkers for the exercises of notebook 07_pretraining.
+"""Checkers for the exercises of notebook 08_pretraining.
 
-    from qwen_min.course.exercises.ch07_pretraining import check_next_token_loss, check_lr_schedule, check_flops_per_token
+    from qwen_min.course.exercises.ch08_pretraining import check_next_token_loss, check_lr_schedule, check_flops_per_token
     check_next_token_loss(my_loss)         # my_loss(logits (b, t, vocab), ids (b, t)) -> mean next-token cross-entropy
     check_lr_schedule(my_lr)               # my_lr(step, lr, warmup_steps, max_steps, min_lr) -> learning rate
     check_flops_per_token(my_flops)        # my_flops(cfg, seq_len) -> training FLOPs per token

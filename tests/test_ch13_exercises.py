@@ -1,11 +1,11 @@
-"""The chapter 10 exercise checkers accept the reference and reject plausible wrong answers."""
+"""The chapter 13 exercise checkers accept the reference and reject plausible wrong answers."""
 
 import re
 
 import pytest
 
 from qwen_min.course.exercises import ExerciseFailed
-from qwen_min.course.exercises.ch10_end_to_end import check_chat_reply, check_number_checker, check_preference_accuracy
+from qwen_min.course.exercises.ch13_end_to_end import check_chat_reply, check_number_checker, check_preference_accuracy
 from qwen_min.generation import generate
 from qwen_min.tasks.checkable import check_last_number, reply_text
 from qwen_min.train.dpo import dpo_loss
