@@ -210,24 +210,25 @@ class QwenConfig:
         return d
 
 
-def _official(layers, hidden, intermediate, heads, kv_heads, tied, context=32768):
+def _official(layers, hidden, intermediate, heads, kv_heads, tied, vocab=151936, eps=1e-6, context=32768):
     return dict(
         num_hidden_layers=layers, hidden_size=hidden, intermediate_size=intermediate,
         num_attention_heads=heads, num_key_value_heads=kv_heads, tie_word_embeddings=tied,
-        max_position_embeddings=context,
+        vocab_size=vocab, rms_norm_eps=eps, max_position_embeddings=context,
     )
 
 
-# name -> fields. The seven official Qwen2.5 sizes (HF config.json), then small
-# sizes for teaching and tests, then MoE variants.
+# name -> fields. The seven official Qwen2.5 sizes (the config.json of each Qwen/Qwen2.5-* model), then small
+# sizes for teaching and tests, then MoE variants. 0.5B-3B pad the vocabulary to 151,936 rows, 7B-72B to
+# 152,064; the 32B base model's config.json has rms_norm_eps 1e-5 (its instruct model's says 1e-6).
 CONFIGS: dict[str, dict[str, Any]] = {
     "0.5B": _official(24, 896, 4864, 14, 2, True),
     "1.5B": _official(28, 1536, 8960, 12, 2, True),
     "3B": _official(36, 2048, 11008, 16, 2, True),
-    "7B": _official(28, 3584, 18944, 28, 4, False),
-    "14B": _official(48, 5120, 13824, 40, 8, False),
-    "32B": _official(64, 5120, 27648, 40, 8, False),
-    "72B": _official(80, 8192, 29568, 64, 8, False),
+    "7B": _official(28, 3584, 18944, 28, 4, False, vocab=152064),
+    "14B": _official(48, 5120, 13824, 40, 8, False, vocab=152064),
+    "32B": _official(64, 5120, 27648, 40, 8, False, vocab=152064, eps=1e-5),
+    "72B": _official(80, 8192, 29568, 64, 8, False, vocab=152064),
     # Teaching sizes: the same architecture, small enough to train on 2 CPU cores.
     # vocab 151936 keeps the official tokenizer usable; pass vocab_size=... for a trained one.
     "tiny": dict(num_hidden_layers=2, hidden_size=64, intermediate_size=172, num_attention_heads=4,

@@ -4,17 +4,41 @@ import pytest
 
 from qwen_min.config import CONFIGS, OFFICIAL_SIZES, PUBLISHED_PARAMS, QwenConfig
 
-# Exact counts implied by the official config.json files (FACTS.md section 1), computed there
-# tensor by tensor from the Hugging Face configurations, independently of this package.
+# The fields of each official config.json (Qwen/Qwen2.5-*), written out here independently of
+# qwen_min.config: (layers, hidden, intermediate, q heads, kv heads, tied, vocab_size, rms_norm_eps).
+OFFICIAL_CONFIG_JSON = {
+    "0.5B": (24, 896, 4864, 14, 2, True, 151936, 1e-6), "1.5B": (28, 1536, 8960, 12, 2, True, 151936, 1e-6),
+    "3B": (36, 2048, 11008, 16, 2, True, 151936, 1e-6), "7B": (28, 3584, 18944, 28, 4, False, 152064, 1e-6),
+    "14B": (48, 5120, 13824, 40, 8, False, 152064, 1e-6), "32B": (64, 5120, 27648, 40, 8, False, 152064, 1e-5),
+    "72B": (80, 8192, 29568, 64, 8, False, 152064, 1e-6),
+}
+# Exact counts, every tensor of the architecture (the tied embedding once).
 EXACT = {
-    "0.5B": 494_032_768, "1.5B": 1_543_714_304, "3B": 3_085_938_688, "7B": 7_614_699_008,
-    "14B": 14_768_722_944, "32B": 32_762_565_632, "72B": 72_704_106_496,
+    "0.5B": 494_032_768, "1.5B": 1_543_714_304, "3B": 3_085_938_688, "7B": 7_615_616_512,
+    "14B": 14_770_033_664, "32B": 32_763_876_352, "72B": 72_706_203_648,
 }
 
 
 @pytest.mark.parametrize("name", OFFICIAL_SIZES)
-def test_exact_parameter_count(name):
-    assert QwenConfig.from_name(name).num_parameters() == EXACT[name]
+def test_config_fields_equal_the_official_config_json(name):
+    layers, hidden, inter, heads, kv, tied, vocab, eps = OFFICIAL_CONFIG_JSON[name]
+    cfg = QwenConfig.from_name(name)
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads,
+            cfg.num_key_value_heads, cfg.tie_word_embeddings, cfg.vocab_size, cfg.rms_norm_eps) == \
+        (layers, hidden, inter, heads, kv, tied, vocab, eps)
+
+
+@pytest.mark.parametrize("name", OFFICIAL_SIZES)
+def test_exact_parameter_count_equals_transformers(name):
+    """transformers' Qwen2ForCausalLM, built on the meta device from the same fields, has the same count."""
+    import torch
+    import transformers
+
+    cfg = QwenConfig.from_name(name)
+    with torch.device("meta"):
+        reference = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**cfg.to_hf_dict()))
+    counted = {id(p): p.numel() for p in reference.parameters()}  # a tied embedding is one Parameter
+    assert sum(counted.values()) == cfg.num_parameters() == EXACT[name]
 
 
 def test_half_b_count_by_hand():
