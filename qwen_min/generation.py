@@ -34,7 +34,6 @@ Design choices
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -42,7 +41,7 @@ from typing import Callable
 import torch
 
 from qwen_min.model.attention import KVCache
-from qwen_min.paths import official_tokenizer_dir
+from qwen_min.paths import official_tokenizer_dir, read_json
 from qwen_min.tokenizer.bpe import StreamingDecoder
 
 QWEN_STOP_IDS = (151645, 151643)  # <|im_end|>, <|endoftext|>
@@ -56,12 +55,7 @@ def chat_defaults(path: str | Path | None = None) -> dict:
     {'temperature': 0.7, 'top_k': 20, 'top_p': 0.8, 'repetition_penalty': 1.1, 'stop_ids': (151645, 151643)}
     """
     path = Path(path) if path is not None else official_tokenizer_dir() / "generation_config.json"
-    try:
-        g = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing (Qwen's generation_config.json holds the recommended chat settings)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    g = read_json(path, "Qwen's generation_config.json holds the recommended chat settings")
     eos = g.get("eos_token_id", QWEN_STOP_IDS)
     return {
         "temperature": float(g.get("temperature", 1.0)) if g.get("do_sample") else 0.0,
@@ -154,13 +148,16 @@ def _left_pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]
 def generate(model, prompt_ids, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, repetition_penalty: float = 1.0, stop_ids=QWEN_STOP_IDS,
              seed: int | None = None, generator: torch.Generator | None = None,
-             on_text: Callable[[str], None] | None = None, tokenizer=None):
+             on_text: Callable[[str], None] | None = None, tokenizer=None,
+             stop_when: Callable[[list[int]], bool] | None = None):
     """Continue `prompt_ids` (a list of ids, or a list of such lists for a batch); return the new ids.
 
     Stops at `max_new_tokens` or at a token of `stop_ids` (not returned). Greedy when
     temperature == 0, else sampled (seeded by `seed` or `generator`). `on_text(str)` receives
     the reply as text while it is generated (single prompt; needs `tokenizer`); the pieces
-    join to `tokenizer.decode(result)`.
+    join to `tokenizer.decode(result)`. `stop_when(ids)` is asked after each new token of a
+    row (ids: that row's reply so far): True ends the row, keeping the token (e.g. a closing
+    code fence, chapter 12).
 
     >>> cfg = qm.QwenConfig.from_name("tiny", vocab_size=300)
     >>> model = qm.Qwen(cfg).eval()
@@ -227,6 +224,8 @@ def generate(model, prompt_ids, max_new_tokens: int = 64, temperature: float = 0
                     done[row] = True
                     continue
                 out[row].append(token)
+                if stop_when is not None and stop_when(out[row]):
+                    done[row] = True
                 if stream is not None and (text := stream.push(token)):
                     on_text(text)
             if all(done):

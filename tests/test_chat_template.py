@@ -79,14 +79,14 @@ def test_enough_cases():
 @pytest.mark.parametrize("conversation, tools, agp", CASES)
 def test_matches_jinja(jinja_render, transformers_render, conversation, tools, agp):
     messages, tool_list = CONVERSATIONS[conversation], TOOLS[tools]
-    assert render(messages, tool_list, agp) == jinja_render(messages, tool_list, agp)
-    assert render(messages, tool_list, agp, tojson="transformers") == transformers_render(messages, tool_list, agp)
+    assert render(messages, tool_list, agp) == transformers_render(messages, tool_list, agp)  # the default
+    assert render(messages, tool_list, agp, tojson="jinja") == jinja_render(messages, tool_list, agp)
 
 
 def test_the_two_tojson_styles_differ_only_in_tool_json():
     with_tools = [render(CONVERSATIONS["user only"], [WEATHER], tojson=style) for style in ("jinja", "transformers")]
     assert with_tools[0] != with_tools[1] and "\\u003ctoday\\u003e" in with_tools[0] and "<today>" in with_tools[1]
-    assert render([USER]) == render([USER], tojson="transformers")
+    assert render([USER]) == render([USER], tojson="jinja")
 
 
 @pytest.mark.parametrize("messages", [[], [{"role": "user", "content": None}], [{"role": "system", "content": 3}],
@@ -98,14 +98,29 @@ def test_jinja_errors_are_one_clear_value_error(jinja_render, messages):
         render(messages)
 
 
-def test_render_chat_ids_match_transformers_apply_chat_template(official_tokenizer_dir):
+NESTED_TOOL = {"type": "function", "function": {"name": "book", "description": "Réserver un vol — 预订 <fast> & 'cheap'",
+                                               "parameters": {"type": "object", "required": ["to", "legs"], "properties": {
+                                                   "to": {"type": "string", "enum": ["東京", "Zürich"]},
+                                                   "legs": {"type": "array", "items": {"type": "object", "properties": {
+                                                       "date": {"type": "string"}, "seats": {"type": "integer"}}}}}}}}
+NESTED_CALL = {"name": "book", "arguments": {"to": "東京", "legs": [{"seats": 2, "date": "2025-01-02"}, {"date": None}]}}
+
+
+def test_render_chat_default_equals_apply_chat_template_with_tools(official_tokenizer_dir):
+    """The default render_chat is transformers' apply_chat_template, text and ids, on every conversation with tools."""
     from transformers import AutoTokenizer
 
     hf = AutoTokenizer.from_pretrained(official_tokenizer_dir)
     tok = Tokenizer.from_pretrained(official_tokenizer_dir)
-    for name in ("multi-turn", "consecutive tool responses", "assistant call bare with text"):
-        messages = CONVERSATIONS[name]
-        for tools, agp in ((None, True), ([WEATHER, SEARCH], False)):
-            want = hf.apply_chat_template(messages, tools=tools, add_generation_prompt=agp, tokenize=True)["input_ids"]
-            got = tok.encode(tok.render_chat(messages, tools, agp, tojson="transformers"), allowed_special="all")
-            assert got == want, name
+    conversations = {**CONVERSATIONS, "nested call": [USER, {"role": "assistant", "content": "", "tool_calls": [NESTED_CALL]},
+                                                      {"role": "tool", "content": "{\"ok\": \"été\"}"}]}
+    checked = 0
+    for name, messages in conversations.items():
+        for tools in ([WEATHER, SEARCH], [NESTED_TOOL, WEATHER]):
+            for agp in (False, True):
+                want = hf.apply_chat_template(messages, tools=tools, add_generation_prompt=agp, tokenize=False)
+                assert tok.render_chat(messages, tools, agp) == want, name
+                ids = hf.apply_chat_template(messages, tools=tools, add_generation_prompt=agp, tokenize=True)["input_ids"]
+                assert tok.encode(tok.render_chat(messages, tools, agp), allowed_special="all") == ids, name
+                checked += 1
+    assert checked >= 40

@@ -42,7 +42,7 @@ def test_exact_parameter_count_equals_transformers(name):
 
 
 def test_half_b_count_by_hand():
-    # FACTS: 0.5B = 151936*896 embedding + 24 * 14,912,384 per layer + 896
+    # 0.5B = 151936*896 embedding + 24 * 14,912,384 per layer + 896 (the final norm)
     cfg = QwenConfig.from_name("0.5B")
     per_layer = (896 * 896 + 896) + 2 * (896 * 128 + 128) + 896 * 896 + 3 * 896 * 4864 + 2 * 896
     assert per_layer == 14_912_384

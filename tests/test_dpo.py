@@ -1,4 +1,4 @@
-"""DPO: the loss and its gradients against the formula TRL implements (FACTS.md section 5), on real masked batches;
+"""DPO: the loss and its gradients against the formula TRL implements (trl/trainer/dpo_trainer.py, loss_type='sigmoid'), on real masked batches;
 preference pairs from checkers; `qwen-min make-pairs` and `qwen-min dpo` end to end, with resume; the exercise checkers."""
 
 import copy
@@ -67,7 +67,7 @@ def formula_logp(model, prompt, completion):
 
 
 def formula_loss(policy, reference, pairs):
-    """FACTS.md section 5: -logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))), averaged over pairs."""
+    """TRL's sigmoid loss: -logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))), averaged over pairs."""
     terms = []
     for p, c, r in pairs:
         with torch.no_grad():
@@ -219,7 +219,7 @@ def test_pair_batches_put_chosen_then_rejected_with_answer_only_labels(sft_folde
     batches = PairBatches(tok, pairs, batch_size=2, seed=0)
     batch = batches.next_batch()
     assert batch["input_ids"].shape[0] == 4
-    order = batches._permutation()[:2]
+    order = batches.stream._permutation()[:2]
     for row, (i, side) in enumerate([(order[0], 0), (order[1], 0), (order[0], 1), (order[1], 1)]):
         ids, labels = encode_pair(tok, pairs[i])[side]
         assert batch["input_ids"][row, :len(ids)].tolist() == ids and batch["labels"][row, :len(ids)].tolist() == labels

@@ -1,7 +1,7 @@
 """data/qwen2.5/: the official tokenizer files, rebuilt from the default checkpoint.
 
 Checks that the files are what the rebuild script makes from the GGUF, that they have the
-official structure (FACTS.md section 1), and that HF `tokenizers` reading them gives the same
+official structure (the Qwen2.5 report and the official tokenizer.json), and that HF `tokenizers` reading them gives the same
 ids as transformers' own tokenizer for the GGUF (after NFC, which the GGUF tokenizer lacks)."""
 
 import importlib.util
@@ -17,7 +17,7 @@ from qwen_min.paths import official_tokenizer_dir
 REPO = Path(__file__).resolve().parents[1]
 
 FILES = ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "generation_config.json"]
-QWEN_REGEX = (  # FACTS.md section 1, verbatim
+QWEN_REGEX = (  # the Split pre-tokenizer of the official tokenizer.json, verbatim
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
@@ -73,7 +73,7 @@ def test_official_structure():
 
 
 def test_nfc_is_applied(hf_tokenizers_official):
-    assert hf_tokenizers_official.encode("cafe\u0301").ids == [924, 58858]  # FACTS.md: NFC joins e + acute
+    assert hf_tokenizers_official.encode("cafe\u0301").ids == [924, 58858]  # NFC joins e + acute
 
 
 @pytest.mark.slow
@@ -86,5 +86,5 @@ def test_ids_equal_transformers_gguf_tokenizer(hf_tokenizers_official, hf_gguf_t
         assert ours == reference, text
         n_tokens += len(ours)
     assert n_tokens > 2000
-    # and the GGUF tokenizer itself lacks NFC, as FACTS.md says (why data/qwen2.5 adds it back)
+    # and the GGUF tokenizer itself lacks NFC (why data/qwen2.5 adds it back)
     assert hf_gguf_tokenizer("cafe\u0301", add_special_tokens=False)["input_ids"] == [924, 1859, 53839]

@@ -10,8 +10,10 @@ import torch.nn.functional as F
 
 import qwen_min as qm
 import qwen_min.tasks.checkable as tasks
+from qwen_min.model.qwen import IGNORE_INDEX
+from qwen_min.train.batches import pad_batch
 from qwen_min.train.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
-from qwen_min.train.sft import IGNORE_INDEX, SFTBatches, encode_chat, pad_batch
+from qwen_min.train.sft import SFTBatches, encode_chat
 
 SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
 
@@ -52,7 +54,7 @@ def test_multi_turn_mask_with_system_prompt(tok):
     assert labels.count(tok.im_end_id) == 2  # each reply learns to stop; the system/user <|im_end|> are not trained
 
 
-def test_tool_call_mask(tok):
+def test_tool_call_mask(tok, official_tokenizer_dir):
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     messages = [{"role": "user", "content": "Weather in Paris?"},
                 {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
@@ -62,7 +64,7 @@ def test_tool_call_mask(tok):
     tool_system = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n# Tools\n\n"
                    "You may call one or more functions to assist with the user query.\n\nYou are provided with function "
                    "signatures within <tools></tools> XML tags:\n<tools>\n"
-                   '{"function": {"name": "get_weather", "parameters": {"type": "object"}}, "type": "function"}\n</tools>\n\n'
+                   '{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}\n</tools>\n\n'
                    "For each function call, return a json object with function name and arguments within "
                    "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
                    "<args-json-object>}\n</tool_call><|im_end|>\n")
@@ -72,6 +74,11 @@ def test_tool_call_mask(tok):
         ("\n<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>\n<|im_start|>assistant\n", False),
         ("Sunny.<|im_end|>", True), ("\n", False)])
     assert encode_chat(tok, messages, tools) == want
+    # the ids are what transformers' apply_chat_template gives serving stacks and training libraries
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(official_tokenizer_dir)
+    assert want[0] == hf.apply_chat_template(messages, tools=tools, tokenize=True)["input_ids"]
 
 
 def test_mask_with_a_trained_tokenizer_covers_exactly_the_replies(tok):
@@ -243,7 +250,11 @@ def test_sft_command_resume_is_bit_identical(tmp_path, capsys):
     assert _sft(tmp_path / "one", tmp_path / "tok") == 0
     assert _sft(tmp_path / "two", tmp_path / "tok", "--stop-at", "3") == 0
     assert len(_losses(tmp_path / "two")) == 3
-    assert _sft(tmp_path / "two", tmp_path / "tok", "--resume") == 0
+    run_json = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert run_json["tasks"] == "add,reverse" and run_json["max_steps"] == 6 and run_json["lr"] == 1e-3
+    from qwen_min.cli import main
+
+    assert main(["sft", "--out", str(tmp_path / "two"), "--resume"]) == 0  # every setting from run.json
     assert _losses(tmp_path / "one") == _losses(tmp_path / "two")
     report = json.loads((tmp_path / "two" / "eval.json").read_text())
     assert set(report["before"]) == set(report["after"]) == {"add", "reverse"}
@@ -257,6 +268,10 @@ def test_sft_command_bad_input(tmp_path, capsys):
 
     assert main(["sft", "--config", "tiny", "--out", str(tmp_path), "--tasks", "nope"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+    assert main(["sft", "--out", str(tmp_path / "empty"), "--resume"]) == 2  # nothing to resume
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+    assert main(["sft", "--out", str(tmp_path / "neither")]) == 2
+    assert "exactly one of --init" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- exercise checkers

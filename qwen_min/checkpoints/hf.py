@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 from qwen_min.checkpoints.gguf_loader import load_gguf
 from qwen_min.config import QwenConfig
 from qwen_min.model.qwen import Qwen
+from qwen_min.paths import read_json
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -70,12 +71,7 @@ def from_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
 
 
 def read_config(file: Path) -> QwenConfig:
-    try:
-        d = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{file}: missing (a Hugging Face model folder needs config.json)") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}: not valid JSON ({e})") from None
+    d = read_json(file, "a Hugging Face model folder needs config.json", CheckpointError)
     unsupported = [a for a in d.get("architectures") or [] if a not in SUPPORTED_ARCHITECTURES]
     if unsupported:
         raise CheckpointError(f"{file}: unsupported architecture {unsupported[0]!r} "

@@ -40,6 +40,8 @@ from qwen_min.model.layers import MLP, RMSNorm
 from qwen_min.model.moe import SparseMoeBlock, load_balancing_loss
 from qwen_min.model.rope import RotaryEmbedding
 
+IGNORE_INDEX = -100  # label of a position that is not trained (transformers' and PyTorch's convention)
+
 
 def make_mlp(cfg: QwenConfig, layer_idx: int) -> nn.Module:
     """The feed-forward block of layer `layer_idx`: dense SwiGLU, or mixture-of-experts where the config says so."""
@@ -193,7 +195,7 @@ def positions_from_mask(attention_mask: torch.Tensor | None, past: int, t: int, 
     return positions[:, -t:]  # (b, t)
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Mean cross-entropy of predicting labels[:, i + 1] from logits[:, i]; labels equal to -100 are skipped."""
     shifted = F.pad(labels, (0, 1), value=ignore_index)[:, 1:]  # (b, t): the last position predicts nothing
     return F.cross_entropy(logits.float().flatten(0, 1), shifted.flatten().to(logits.device), ignore_index=ignore_index)

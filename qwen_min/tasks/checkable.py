@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Callable
 
 from qwen_min.generation import generate
-from qwen_min.paths import data_dir
+from qwen_min.paths import data_dir, read_jsonl, read_text
 from qwen_min.tokenizer.chat_template import render
 
 SPLITS = {"train": range(0, 80), "dpo": range(80, 90), "test": range(90, 100)}  # hash bucket (0..99) -> split
@@ -184,10 +183,7 @@ def gen_max(rng):
 def read_lexicon(path: Path | None = None) -> list[tuple[str, str]]:
     """The (english, chinese) pairs of the word list; '#' lines are comments."""
     path = path or data_dir("sft", "en_zh.tsv")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing (the English-Chinese word list of the SFT tasks)") from None
+    lines = read_text(path, "the English-Chinese word list of the SFT tasks").splitlines()
     pairs = []
     for n, line in enumerate(lines, 1):
         if line.strip() and not line.startswith("#"):
@@ -268,19 +264,11 @@ def make_examples(task_names, split: str, n_per_task: int, seed: int = 0) -> lis
 
 def read_examples(path: str | Path) -> list[Example]:
     """Examples from a JSONL file: one {"messages": [...], "answer": ..., "task"?, "tools"?} object per line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file of SFT examples") from None
     out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, row in read_jsonl(path, "a JSONL file of SFT examples"):
         try:
-            row = json.loads(line)
             messages = row["messages"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (KeyError, TypeError) as e:
             raise ValueError(f"{path}:{n}: expected a JSON object with 'messages' ({e})") from None
         if not messages or messages[-1].get("role") != "assistant":
             raise ValueError(f"{path}:{n}: the conversation must end with an assistant message")

@@ -37,10 +37,9 @@ import json
 import random
 from pathlib import Path
 
-from qwen_min.checkpoints.hf import from_pretrained
 from qwen_min.generation import generate
-from qwen_min.tasks.checkable import GENERATED, TASKS, Example, make_examples, prompt_ids, reply_text
-from qwen_min.tokenizer.bpe import Tokenizer
+from qwen_min.paths import read_jsonl
+from qwen_min.tasks.checkable import TASKS, Example, prompt_ids, reply_text
 
 
 def sample_answers(model, tokenizer, examples: list[Example], n_samples: int, temperature: float = 1.0,
@@ -141,19 +140,11 @@ def write_pairs(pairs: list[dict], path: str | Path) -> None:
 
 def read_pairs(path: str | Path) -> list[dict]:
     """The pairs of a JSONL file; each needs "prompt" (messages), "chosen" and "rejected" (assistant messages)."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such pairs file (make one with `qwen-min make-pairs`)") from None
     pairs = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, pair in read_jsonl(path, "a pairs file: make one with `qwen-min make-pairs`"):
         try:
-            pair = json.loads(line)
             ok = all(isinstance(pair[k], list) and pair[k] for k in ("prompt", "chosen", "rejected"))
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (KeyError, TypeError):
             ok = False
         if not ok or pair["chosen"][-1].get("role") != "assistant" or pair["rejected"][-1].get("role") != "assistant":
             raise ValueError(f"{path}:{n}: expected a JSON object with 'prompt' (messages) and 'chosen' / 'rejected' "
@@ -165,43 +156,3 @@ def read_pairs(path: str | Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- qwen-min make-pairs
-def add_arguments(p):
-    p.add_argument("--model", type=Path, required=True, help="the SFT model folder (config.json, weights, tokenizer files)")
-    p.add_argument("--out", type=Path, required=True, help="pairs file to write (JSONL)")
-    p.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the model folder)")
-    p.add_argument("--tasks", default=",".join(GENERATED), help=f"comma-separated task names (default: {','.join(GENERATED)})")
-    p.add_argument("--split", default="dpo", help="prompt split to sample on (default dpo: prompts SFT never saw)")
-    p.add_argument("--prompts-per-task", type=int, default=100, help="prompts of each task (default 100)")
-    p.add_argument("--n-samples", type=int, default=8, help="answers sampled per prompt (default 8)")
-    p.add_argument("--pairs-per-prompt", type=int, default=1, help="pairs kept per prompt, at most (default 1)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the sampling (default 0)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args):
-    import torch
-
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = from_pretrained(args.model, device=device)
-    tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
-    examples = make_examples(args.tasks.split(","), args.split, args.prompts_per_task, seed=args.seed)
-    bar = None
-    if not args.no_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(examples), desc="sampling", unit="prompt", dynamic_ncols=True)
-    pairs, report = make_pairs(model, tok, examples, args.n_samples, args.pairs_per_prompt, args.temperature, args.top_k,
-                               args.top_p, args.max_new_tokens, args.seed, progress=bar and bar.update)
-    if bar is not None:
-        bar.close()
-    print(format_report(report))
-    if not pairs:
-        raise RuntimeError("no pairs: every prompt's answers all passed or all failed (try more samples or a higher temperature)")
-    write_pairs(pairs, args.out)
-    print(f"wrote {len(pairs)} pairs to {args.out} (skipped: prompts whose {args.n_samples} answers all passed or all failed)")

@@ -252,11 +252,11 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ chat
     def render_chat(self, messages: list[dict], tools: list[dict] | None = None,
-                    add_generation_prompt: bool = False, tojson: str = "jinja") -> str:
-        """The Qwen2.5 chat prompt of `messages`, identical to the official Jinja chat template.
-
-        Encode it with `allowed_special="all"`. `tojson="transformers"` renders tool JSON as
-        transformers' apply_chat_template does (see chat_template.py); the default is Jinja's own filter.
+                    add_generation_prompt: bool = False, tojson: str = "transformers") -> str:
+        """The Qwen2.5 chat prompt of `messages`: the official chat template, exactly as transformers'
+        `apply_chat_template` renders it (tool JSON in the caller's key order, non-ASCII kept, no HTML
+        escaping). `tojson="jinja"` renders tool JSON with Jinja's own filter instead (see chat_template.py).
+        Encode it with `allowed_special="all"`.
 
         >>> print(tok.render_chat([{"role": "user", "content": "Hi"}], add_generation_prompt=True))
         <|im_start|>system

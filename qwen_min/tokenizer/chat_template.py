@@ -23,7 +23,9 @@ Design choices (each mirrors what Jinja does with the template, quirks included)
 - `tojson`: Jinja's built-in filter is json.dumps(sort_keys=True) with <, >, &, ' escaped as \\u003c...
   (jinja2.utils.htmlsafe_json_dumps) and non-ASCII as \\uXXXX. transformers' apply_chat_template
   replaces that filter with json.dumps(ensure_ascii=False): no sorting, no escaping. Both are offered;
-  "jinja" is the default, "transformers" gives the prompt transformers would build.
+  "transformers" is the default, because apply_chat_template's text is what serving stacks and training
+  libraries give the model (so SFT labels built from it match what the model sees in use); "jinja" gives
+  what the template renders under plain jinja2.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def _concat_part(value, where: str) -> str:
 
 
 def render(messages: list, tools: list | None = None, add_generation_prompt: bool = False,
-           tojson: str = "jinja") -> str:
+           tojson: str = "transformers") -> str:
     """Render a conversation with the official Qwen2.5 template (see the module docstring)."""
     if tojson not in TOJSON:
         raise ValueError(f"tojson must be one of {sorted(TOJSON)}, not {tojson!r}")

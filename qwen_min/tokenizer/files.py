@@ -23,8 +23,9 @@ from pathlib import Path
 
 from qwen_min.checkpoints.gguf_file import GGUFError
 from qwen_min.checkpoints.gguf_file import read_gguf as read_gguf_container
+from qwen_min.paths import read_json
 
-# The pre-tokenizer of Qwen2 / Qwen2.5 (FACTS.md section 1). `\p{N}` takes ONE digit at a time.
+# The pre-tokenizer of Qwen2 / Qwen2.5 (the official tokenizer.json's Split pre-tokenizer). `\p{N}` takes ONE digit at a time.
 QWEN_PRETOKENIZE_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -77,10 +78,7 @@ def read_vocab_files(path: str | os.PathLike) -> VocabFiles:
 
 
 def _load_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TokenizerFileError(f"{path}: not valid JSON ({e})") from None
+    return read_json(path, "a tokenizer file", TokenizerFileError)
 
 
 def _chat_template_beside(folder: Path) -> str | None:

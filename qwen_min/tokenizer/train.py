@@ -31,7 +31,6 @@ import heapq
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
 
 from qwen_min.tokenizer.bpe import BYTE_TO_CHAR, Tokenizer
 from qwen_min.tokenizer.files import QWEN_PRETOKENIZE_REGEX, AddedToken, VocabFiles
@@ -158,21 +157,3 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Iterable[st
 
 
 # ---------------------------------------------------------------------------- qwen-min train-tokenizer
-def add_arguments(p):
-    p.add_argument("files", nargs="+", type=Path, help="UTF-8 text files to train on")
-    p.add_argument("--vocab-size", type=int, default=8192, help="tokens in all: 256 bytes + merges + specials")
-    p.add_argument("--special", action="append", default=None, metavar="TOKEN",
-                   help=f"a special token (repeatable; default {' '.join(DEFAULT_SPECIAL_TOKENS)})")
-    p.add_argument("--out", type=Path, required=True, help="folder for tokenizer.json, vocab.json, merges.txt")
-
-
-def run(args):
-    texts = []
-    for path in args.files:
-        try:
-            texts.append(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    tok = train_bpe(texts, args.vocab_size, args.special or DEFAULT_SPECIAL_TOKENS, progress=True)
-    folder = tok.save_pretrained(args.out)
-    print(f"{len(tok.merges)} merges, {tok.vocab_size} tokens -> {folder}/tokenizer.json")

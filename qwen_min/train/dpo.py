@@ -1,4 +1,4 @@
-"""Direct Preference Optimisation (DPO): the loss, completion log-probs, batches of pairs, and `qwen-min dpo`.
+"""Direct Preference Optimisation (DPO): the loss, completion log-probs, batches of pairs, a run (command: dpo_command.py).
 
     logps = completion_logps(model(ids, attention_mask=mask), labels)    # (b,) one sum per sequence
     loss, metrics = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1)
@@ -53,14 +53,14 @@ import torch
 import torch.nn.functional as F
 
 from qwen_min.checkpoints.hf import from_pretrained, save_pretrained
-from qwen_min.model.qwen import causal_lm_loss
+from qwen_min.model.qwen import IGNORE_INDEX, causal_lm_loss
 from qwen_min.tasks.checkable import GENERATED, evaluate, make_examples
 from qwen_min.tasks.pairs import read_pairs
 from qwen_min.tokenizer.bpe import Tokenizer
-from qwen_min.train.sft import encode_chat, pad_batch
-from qwen_min.train.trainer import METRICS, TrainConfig, Trainer, read_metrics, setup_distributed
-
-IGNORE_INDEX = -100
+from qwen_min.train.batches import ShuffledStream, pad_batch
+from qwen_min.train.settings import require, require_positive, save_settings, train_config
+from qwen_min.train.sft import encode_chat
+from qwen_min.train.trainer import METRICS, Trainer, check_run_folder, read_metrics, setup_distributed
 
 
 def completion_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -154,18 +154,13 @@ class PairBatches:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.rows = [encode_pair(tokenizer, p, max_len) for p in pairs]  # [(chosen, rejected)], each (ids, labels)
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size = batch_size
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         self.ref_logps: torch.Tensor | None = None  # (n, 2) once `attach_reference` ran
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation()
+        self.stream = ShuffledStream(len(self.rows), seed)
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def _permutation(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(len(self.rows), generator=g).tolist()
 
     def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
         batch = pad_batch([self.rows[i][0] for i in indices] + [self.rows[i][1] for i in indices], self.pad_id)
@@ -174,14 +169,7 @@ class PairBatches:
         return batch
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        picked = []
-        while len(picked) < self.batch_size:
-            if self.position == len(self._order):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation()
-            picked.append(self._order[self.position])
-            self.position += 1
-        return self.batch(picked)
+        return self.batch(self.stream.take(self.batch_size))
 
     def fixed_batches(self) -> list[dict[str, torch.Tensor]]:
         """Every pair once, in order: an evaluation set whose figures are comparable across steps."""
@@ -203,11 +191,10 @@ class PairBatches:
         self.ref_logps = torch.cat(scores)  # (n, 2)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
+        return self.stream.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = state["epoch"], state["position"]
-        self._order = self._permutation()
+        self.stream.load_state_dict(state)
 
 
 def dpo_batch_loss(model, batch: dict[str, torch.Tensor], beta: float = 0.1, reference=None, nll_weight: float = 0.0):
@@ -263,70 +250,18 @@ def plot_dpo_metrics(metrics_path, png_path=None, axes=None):
 
 
 # ---------------------------------------------------------------------------- qwen-min dpo
-DEFAULTS = dict(beta=0.1, nll_weight=0.0, lr=5e-5, min_lr=None, warmup_steps=0, epochs=1.0, max_steps=None, batch_size=8,
-                grad_accum=1,
-                weight_decay=0.0, grad_clip=1.0, eval_every=10, save_every=0, val_fraction=0.1, reference="precomputed",
-                max_len=512, seed=0, eval_tasks=None, eval_prompts=50, eval_seed=1, max_new_tokens=32, precision="auto")
-
-
-def add_arguments(p):
-    d = DEFAULTS
-    p.add_argument("--init", type=Path, help="the SFT model folder to start from and use as the reference (required "
-                                             "unless --resume)")
-    p.add_argument("--pairs", type=Path, help="preference pairs (JSONL from `qwen-min make-pairs`; required unless --resume)")
-    p.add_argument("--out", type=Path, required=True, help="run folder: metrics.jsonl, dpo.png, checkpoint.pt, eval.json, model/")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (settings from run.json)")
-    p.add_argument("--beta", type=float, help=f"DPO beta: how far the policy may drift from the reference (default {d['beta']})")
-    p.add_argument("--nll-weight", type=float, help="weight of an extra cross-entropy loss on the chosen answers "
-                                                   f"(TRL's rpo_alpha; default {d['nll_weight']:g}: plain DPO)")
-    p.add_argument("--lr", type=float, help=f"peak learning rate (default {d['lr']:g}; the report's 0.5B-72B runs use 7e-7)")
-    p.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine (default lr / 10)")
-    p.add_argument("--warmup-steps", type=int, help=f"(default {d['warmup_steps']})")
-    p.add_argument("--epochs", type=float, help=f"passes over the training pairs unless --max-steps is given "
-                                                f"(default {d['epochs']:g}, as in the report)")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--stop-at", type=int, help="end this session after this step (the schedule still runs to the end)")
-    p.add_argument("--batch-size", type=int, help=f"pairs per micro-batch (default {d['batch_size']})")
-    p.add_argument("--grad-accum", type=int, help=f"micro-batches per optimizer step (default {d['grad_accum']})")
-    p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay on matrices (default {d['weight_decay']:g}, TRL's)")
-    p.add_argument("--grad-clip", type=float, help=f"max gradient norm (default {d['grad_clip']:g}; 0 disables)")
-    p.add_argument("--eval-every", type=int, help=f"held-out figures every N steps and at the end (default {d['eval_every']})")
-    p.add_argument("--save-every", type=int, help="checkpoint every N steps (and at the end)")
-    p.add_argument("--val-fraction", type=float, help=f"pairs held out by prompt for validation (default {d['val_fraction']:g})")
-    p.add_argument("--reference", choices=["precomputed", "frozen"],
-                   help="reference log-probs computed once before training (default), or a frozen copy run every step")
-    p.add_argument("--max-len", type=int, help=f"tokens per conversation, longer ones are cut (default {d['max_len']})")
-    p.add_argument("--seed", type=int, help="seed of the split and the batch order (default 0)")
-    p.add_argument("--eval-tasks", help="tasks whose held-out test prompts are checked before and after (default: those "
-                                        f"in the pairs; any of {','.join(GENERATED)}); 'none' skips it")
-    p.add_argument("--eval-prompts", type=int, help=f"test prompts per task, checker evaluation (default {d['eval_prompts']})")
-    p.add_argument("--eval-seed", type=int, help=f"seed of the test prompts (default {d['eval_seed']})")
-    p.add_argument("--max-new-tokens", type=int, help=f"reply length in the checker evaluation (default {d['max_new_tokens']})")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def resolve_settings(args) -> dict:
-    """Defaults, then run.json when resuming, then the flags given."""
-    run_file = args.out / "run.json"
-    resumed = args.resume and run_file.exists()
-    settings = json.loads(run_file.read_text()) if resumed else {**DEFAULTS, "init": None, "pairs": None}
-    for key in [*DEFAULTS, "init", "pairs"]:
-        value = getattr(args, key, None)
-        if value is not None:
-            settings[key] = str(value) if isinstance(value, Path) else value
-    for key in ("init", "pairs"):
-        if settings[key] is None:
-            raise ValueError(f"--{key} is required (or --resume a run that has it)")
-    for key in ("batch_size", "grad_accum", "max_len", "eval_prompts"):
-        if settings[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {settings[key]}")
-    if not 0 < settings["val_fraction"] < 1:
-        raise ValueError(f"--val-fraction must be between 0 and 1, got {settings['val_fraction']}")
-    if settings["beta"] <= 0:
-        raise ValueError(f"--beta must be > 0, got {settings['beta']}")
-    return settings
+# Settings of `qwen-min dpo` (train/settings.py: defaults, then run.json on --resume, then the flags given).
+DEFAULTS = dict(
+    init=None,  # the SFT model folder: the policy's start and the reference
+    pairs=None,  # preference pairs, JSONL from `qwen-min make-pairs`
+    beta=0.1, nll_weight=0.0,  # DPO's beta; weight of the chosen answers' cross-entropy (TRL's rpo_alpha)
+    lr=5e-5, min_lr=None, warmup_steps=0, epochs=1.0, max_steps=None, batch_size=8, grad_accum=1,
+    weight_decay=0.0, grad_clip=1.0, eval_every=10, save_every=0, seed=0, precision="auto",
+    val_fraction=0.1,  # pairs held out by prompt
+    reference="precomputed",  # or "frozen": a frozen copy run every step
+    max_len=512,  # tokens per conversation
+    eval_tasks=None, eval_prompts=50, eval_seed=1, max_new_tokens=32,  # the checker evaluation before and after
+)
 
 
 def split_pairs(pairs: list[dict], val_fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
@@ -354,12 +289,25 @@ def checker_accuracy(model, tok, settings: dict, pairs: list[dict]) -> dict | No
     return {**accuracy, "mean": sum(accuracy.values()) / len(accuracy)}
 
 
-def run(args):
+def check_settings(settings: dict) -> None:
+    """One clear error for a setting DPO cannot run with."""
+    require(settings, "init", "pairs")
+    require_positive(settings, "batch_size", "grad_accum", "max_len", "eval_prompts")
+    if not 0 < settings["val_fraction"] < 1:
+        raise ValueError(f"--val-fraction must be between 0 and 1, got {settings['val_fraction']}")
+    if settings["beta"] <= 0:
+        raise ValueError(f"--beta must be > 0, got {settings['beta']}")
 
-    world = setup_distributed(args.device)
+
+def run_dpo(settings: dict, out: str | Path, *, resume: bool = False, stop_at: int | None = None,
+            progress: bool = True, device: str | None = None) -> Trainer:
+    """DPO as `settings` say (DEFAULTS' keys plus init and pairs), writing the run folder `out`; returns the Trainer."""
+    out = Path(out)
+    check_run_folder(out, resume)
+    check_settings(settings)
+    world = setup_distributed(device)
     log = print if world.is_main else (lambda *a, **k: None)
-    settings = resolve_settings(args)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer.from_pretrained(settings["init"])
     model = from_pretrained(settings["init"], device=world.device)
     train_pairs, val_pairs = split_pairs(read_pairs(settings["pairs"]), settings["val_fraction"], settings["seed"])
@@ -368,21 +316,16 @@ def run(args):
     pairs_per_step = settings["batch_size"] * settings["grad_accum"] * world.world_size
     max_steps = settings["max_steps"] or max(1, math.ceil(settings["epochs"] * len(train) / pairs_per_step))
     if world.is_main:
-        (args.out / "run.json").write_text(json.dumps(settings, indent=1) + "\n")
+        save_settings(out, settings)
 
-    eval_file = args.out / "eval.json"
-    evaluation = json.loads(eval_file.read_text()) if args.resume and eval_file.exists() else {}
+    eval_file = out / "eval.json"
+    evaluation = json.loads(eval_file.read_text()) if resume and eval_file.exists() else {}
     if "before" not in evaluation and world.is_main:  # the SFT model, before any DPO step
         evaluation = {"seed": settings["eval_seed"], "prompts_per_task": settings["eval_prompts"],
                       "before": checker_accuracy(model, tok, settings, train_pairs)}
         eval_file.write_text(json.dumps(evaluation, indent=1) + "\n")
 
-    config = TrainConfig(out=args.out, max_steps=max_steps, lr=settings["lr"], min_lr=settings["min_lr"],
-                         warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
-                         grad_clip=settings["grad_clip"], grad_accum=settings["grad_accum"],
-                         eval_every=settings["eval_every"], save_every=settings["save_every"], stop_at=args.stop_at,
-                         resume=args.resume, seed=settings["seed"], precision=settings["precision"],
-                         progress=not args.no_progress)
+    config = train_config({**settings, "max_steps": max_steps}, out, resume=resume, stop_at=stop_at, progress=progress)
     reference = None
     if settings["reference"] == "frozen":
         reference = copy.deepcopy(model).eval().requires_grad_(False)
@@ -396,19 +339,20 @@ def run(args):
         f"lr {settings['lr']:g}, {max_steps} steps of {pairs_per_step} pairs, reference {settings['reference']}")
     records = trainer.fit()
     if not world.is_main:
-        return
-    plot_dpo_metrics(args.out / METRICS, args.out / "dpo.png")
+        return trainer
+    plot_dpo_metrics(out / METRICS, out / "dpo.png")
     if records:
         last = records[-1]
         log(f"step {last['step']}: loss {last['loss']:.4f}; held-out pairs: loss {last['val_loss']:.4f}, "
             f"margin {last['val_rewards/margins']:.3f}, accuracy {last['val_rewards/accuracies']:.3f}")
     if trainer.step == max_steps:
-        save_pretrained(model, args.out / "model")
-        tok.save_pretrained(args.out / "model")
+        save_pretrained(model, out / "model")
+        tok.save_pretrained(out / "model")
         evaluation["after"] = checker_accuracy(model, tok, settings, train_pairs)
         eval_file.write_text(json.dumps(evaluation, indent=1) + "\n")
         if evaluation["after"] is not None:
             log("checker accuracy on held-out test prompts, before -> after DPO:")
             for task in evaluation["after"]:
                 log(f"  {task:<14}{evaluation['before'][task]:.3f} -> {evaluation['after'][task]:.3f}")
-        log(f"wrote {args.out}/metrics.jsonl, dpo.png, eval.json, checkpoint.pt, model/")
+        log(f"wrote {out}/metrics.jsonl, dpo.png, eval.json, checkpoint.pt, model/")
+    return trainer

@@ -44,7 +44,7 @@ def measure_matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype |
                         size: int | None = None, repeats: int = 5) -> float:
     """Best FLOP/s of a (size x size) @ (size x size) matmul over `repeats` timed runs.
 
-    Defaults: fp32 and 1024 on CPU (FACTS.md measures ~200 GFLOP/s on 2 cores), bf16 and 8192 on CUDA.
+    Defaults: fp32 and 1024 on CPU (about 200 GFLOP/s measured on 2 cores), bf16 and 8192 on CUDA.
     """
     device = torch.device(device)
     cuda = device.type == "cuda"

@@ -1,4 +1,4 @@
-"""`qwen-min pretrain`: train a Qwen from scratch on the corpora in data/corpora (chapter 8).
+"""Pretraining: a Qwen trained from scratch on the corpora in data/corpora (chapter 8; the command: pretrain_command.py).
 
     qwen-min pretrain --out runs/tiny                         # the default CPU recipe: ~10 minutes on 2 cores
     qwen-min pretrain --out runs/tiny --resume                # continue from runs/tiny/checkpoint.pt
@@ -22,14 +22,13 @@ Design choices
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from qwen_min import paths
 from qwen_min.checkpoints.hf import save_pretrained
-from qwen_min.config import CONFIGS, QwenConfig
+from qwen_min.config import QwenConfig
 from qwen_min.generation import generate
 from qwen_min.model.qwen import Qwen
 from qwen_min.paths import official_tokenizer_dir
@@ -37,7 +36,8 @@ from qwen_min.tokenizer.bpe import Tokenizer
 from qwen_min.tokenizer.train import train_bpe
 from qwen_min.train.data import EOT, MixtureBatches, build_shards, eval_batches, read_documents, split_documents
 from qwen_min.train.flops import flops_per_token, measure_matmul_peak
-from qwen_min.train.trainer import CHECKPOINT, TrainConfig, Trainer, setup_distributed
+from qwen_min.train.settings import require_positive, save_settings, train_config
+from qwen_min.train.trainer import Trainer, check_run_folder, setup_distributed
 
 # name -> settings. "bpe" trains a tokenizer of vocab_size tokens on the training documents.
 RECIPES: dict[str, dict] = {
@@ -52,56 +52,16 @@ RECIPES: dict[str, dict] = {
                      save_every=1000, mix="shakespeare=0.5,chinese-poetry=0.2,python-stdlib=0.3"),
 }
 DEFAULT_RECIPE = "cpu-tiny"
-KNOBS = ["model", "tokenizer", "vocab_size", "seq_len", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps",
-         "max_steps", "eval_every", "eval_windows", "save_every", "mix", "weight_decay", "grad_clip", "val_fraction",
-         "data", "seed", "precision"]
 COMMON = dict(weight_decay=0.1, grad_clip=1.0, val_fraction=0.05, data=None, seed=0, precision="auto")
+
+
+def recipe_settings(name: str = DEFAULT_RECIPE) -> dict:
+    """Every setting of a named recipe (the defaults a command line starts from)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    return {**COMMON, **RECIPES[name], "recipe": name}
 BPE_CHARS_PER_SOURCE = 400_000
 SAMPLE_PROMPTS = ["KING.\n", "春风", "def __init__(self"]
-
-
-def add_arguments(p):
-    p.add_argument("--config", default=DEFAULT_RECIPE, choices=list(RECIPES),
-                   help=f"recipe: model size and loop settings (default {DEFAULT_RECIPE}: ~10 min on 2 CPU cores)")
-    p.add_argument("--out", type=Path, required=True, help="run folder (metrics.jsonl, loss.png, checkpoint.pt, model/)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, bit-identically")
-    p.add_argument("--max-steps", type=int, help="optimizer steps; the learning-rate schedule ends here")
-    p.add_argument("--stop-at", type=int, help="end this session after this step (the schedule still runs to --max-steps)")
-    p.add_argument("--seed", type=int, help="seed of the initial weights, the split and the batches (default 0)")
-    p.add_argument("--model", choices=list(CONFIGS), help="model size (config.py name) instead of the recipe's")
-    p.add_argument("--data", help="folder of sources, one sub-folder each (default: data/corpora)")
-    p.add_argument("--mix", help="mixture weights, e.g. shakespeare=0.5,python-stdlib=0.5 (sources left out are unused)")
-    p.add_argument("--tokenizer", help="'bpe' (train one on the training documents), 'official', or a tokenizer folder")
-    p.add_argument("--vocab-size", type=int, help="tokens of the trained BPE tokenizer")
-    p.add_argument("--seq-len", type=int, help="tokens per window")
-    p.add_argument("--batch-size", type=int, help="windows per micro-batch, per process")
-    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine")
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices (default 0.1)")
-    p.add_argument("--grad-clip", type=float, help="max gradient norm (default 1.0; 0 disables)")
-    p.add_argument("--eval-every", type=int, help="validate every N steps (and at the end)")
-    p.add_argument("--eval-windows", type=int, help="validation windows per source (fixed, evenly spread)")
-    p.add_argument("--save-every", type=int, help="checkpoint every N steps (and at the end)")
-    p.add_argument("--val-fraction", type=float, help="documents held out per source (default 0.05)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def resolve_settings(args) -> dict:
-    """Recipe defaults, then run.json when resuming, then the flags given on the command line."""
-    run_file = args.out / "run.json"
-    if args.resume and run_file.exists():
-        settings = json.loads(run_file.read_text())
-    else:
-        settings = {**COMMON, **RECIPES[args.config], "recipe": args.config}
-    for knob in KNOBS:
-        value = getattr(args, knob, None)
-        if value is not None:
-            settings[knob] = value
-    return settings
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -171,33 +131,29 @@ def write_samples(model, tok, out: Path, max_new_tokens: int = 60) -> str:
     return "\n".join(texts)
 
 
-def run(args):
-    checkpoint = args.out / CHECKPOINT
-    if args.resume and not checkpoint.exists():
-        raise FileNotFoundError(f"{checkpoint}: no checkpoint to resume from")
-    if not args.resume and checkpoint.exists():
-        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue it, or use another --out")
-    world = setup_distributed(args.device)
+def run_pretrain(settings: dict, out: str | Path, *, resume: bool = False, stop_at: int | None = None,
+                 progress: bool = True, device: str | None = None) -> Trainer:
+    """Pretrain as `settings` say (recipe_settings()' keys), writing the run folder `out`; returns the Trainer."""
+    out = Path(out)
+    check_run_folder(out, resume)
+    require_positive(settings, "max_steps", "seq_len", "batch_size", "grad_accum")
+    world = setup_distributed(device)
     log = print if world.is_main else (lambda *a, **k: None)
-    args.out.mkdir(parents=True, exist_ok=True)
-    settings = resolve_settings(args)
-    for key in ("max_steps", "seq_len", "batch_size", "grad_accum"):
-        if settings[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {settings[key]}")
+    out.mkdir(parents=True, exist_ok=True)
     weights = parse_mix(settings["mix"])
     data_dir = Path(settings["data"]) if settings["data"] else paths.data_dir("corpora")
     sources = {name: read_documents(data_dir / name) for name in weights}
 
     split = lambda docs: split_documents(docs, settings["val_fraction"], settings["seed"])  # noqa: E731
     if world.is_main:  # rank 0 makes the tokenizer and the shards, the others wait, then find them made
-        tok = load_tokenizer(settings, args.out, bpe_sample([split(docs)[0] for docs in sources.values()]), log)
-        shards = build_shards(sources, tok, args.out / "data", settings["val_fraction"], settings["seed"], log)
-        (args.out / "run.json").write_text(json.dumps(settings, indent=1) + "\n")
+        tok = load_tokenizer(settings, out, bpe_sample([split(docs)[0] for docs in sources.values()]), log)
+        shards = build_shards(sources, tok, out / "data", settings["val_fraction"], settings["seed"], log)
+        save_settings(out, settings)
     if world.world_size > 1:
         torch.distributed.barrier()
     if not world.is_main:
-        tok = load_tokenizer(settings, args.out, [], log)
-        shards = build_shards(sources, tok, args.out / "data", settings["val_fraction"], settings["seed"], log)
+        tok = load_tokenizer(settings, out, [], log)
+        shards = build_shards(sources, tok, out / "data", settings["val_fraction"], settings["seed"], log)
 
     # the official tokenizer keeps Qwen's 151,936 rows (151,665 ids padded); a trained one gets one row per id,
     # so sampling can never pick a row without a token
@@ -211,12 +167,8 @@ def run(args):
     evals = {n: eval_batches(s["val"], settings["seq_len"], settings["batch_size"], settings["eval_windows"])
              for n, s in shards.items() if weights[n] > 0}
     peak = measure_matmul_peak(world.device)
-    config = TrainConfig(
-        out=args.out, max_steps=settings["max_steps"], lr=settings["lr"], min_lr=settings["min_lr"],
-        warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"], grad_clip=settings["grad_clip"],
-        grad_accum=settings["grad_accum"], eval_every=settings["eval_every"], save_every=settings["save_every"],
-        stop_at=args.stop_at, resume=args.resume, seed=settings["seed"], precision=settings["precision"],
-        flops_per_token=flops_per_token(cfg, settings["seq_len"]), peak_flops=peak, progress=not args.no_progress)
+    config = train_config(settings, out, resume=resume, stop_at=stop_at, progress=progress,
+                          flops_per_token=flops_per_token(cfg, settings["seq_len"]), peak_flops=peak)
     global_batch = settings["batch_size"] * settings["grad_accum"] * world.world_size
     log(f"model {settings['model']}: {model.num_parameters():,} parameters, vocab {cfg.vocab_size}; "
         f"{world.world_size} process(es) on {world.device}; global batch {global_batch} x {settings['seq_len']} tokens; "
@@ -228,10 +180,11 @@ def run(args):
         log(f"step {last['step']}: loss {last['loss']:.3f}, validation loss {last['val_loss']:.3f} "
             f"(perplexity {last['val_ppl']:.1f}), {last['tokens_per_s']:,.0f} tokens/s")
         if trainer.step == settings["max_steps"]:
-            save_pretrained(model, args.out / "model")
-            tok.save_pretrained(args.out / "model")
-            log(write_samples(model, tok, args.out))
-        log(f"wrote {args.out}/metrics.jsonl, loss.png, checkpoint.pt" +
+            save_pretrained(model, out / "model")
+            tok.save_pretrained(out / "model")
+            log(write_samples(model, tok, out))
+        log(f"wrote {out}/metrics.jsonl, loss.png, checkpoint.pt" +
             (", model/, samples.txt" if trainer.step == settings["max_steps"] else ""))
     if world.world_size > 1:
         torch.distributed.destroy_process_group()
+    return trainer

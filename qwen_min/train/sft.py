@@ -1,4 +1,4 @@
-"""Supervised fine-tuning in ChatML: loss on the assistant's tokens only; plus `qwen-min sft`.
+"""Supervised fine-tuning in ChatML: loss on the assistant's tokens only (the command is sft_command.py).
 
     ids, labels = encode_chat(tok, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])
     # ids: the official chat template's tokens; labels: -100 everywhere but 'Hello!<|im_end|>'
@@ -47,15 +47,36 @@ import torch
 from qwen_min.checkpoints.fetch import default_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained, save_pretrained
 from qwen_min.config import QwenConfig
-from qwen_min.model.qwen import Qwen
+from qwen_min.model.qwen import IGNORE_INDEX, Qwen
 from qwen_min.paths import official_tokenizer_dir
-from qwen_min.tasks.checkable import TASKS, Example, evaluate, handwritten, make_examples, read_examples
+from qwen_min.tasks.checkable import GENERATED, Example, evaluate, handwritten, make_examples, read_examples
 from qwen_min.tokenizer.bpe import Tokenizer
+from qwen_min.train.batches import ShuffledStream, pad_batch
 from qwen_min.train.lora import apply_lora, lora_parameters, merge_lora
-from qwen_min.train.trainer import TrainConfig, Trainer, setup_distributed
+from qwen_min.train.settings import require, require_positive, save_settings, train_config
+from qwen_min.train.trainer import Trainer, check_run_folder, setup_distributed
 
-IGNORE_INDEX = -100
-GENERATED_TASKS = [name for name, task in TASKS.items() if task.generate is not None]
+# Settings of `qwen-min sft` (train/settings.py: defaults, then run.json on --resume, then the flags given).
+DEFAULTS = dict(
+    init=None,  # checkpoint to fine-tune: a folder, a .gguf, or "default"
+    config=None,  # or a named size, randomly initialised (tests, experiments)
+    tokenizer=None,  # default: the --init folder's tokenizer.json, the .gguf itself, else data/qwen2.5
+    tasks=",".join(GENERATED),  # generated tasks to train on
+    n_train=2000,  # training examples per task
+    n_test=50,  # held-out test prompts per task for the accuracy evaluation
+    handwritten_repeat=10,  # copies of the handwritten conversations in the training set
+    data=[],  # extra JSONL files of conversations
+    lora=False, lora_rank=8, lora_alpha=16.0,
+    max_steps=300, batch_size=16, grad_accum=1,
+    lr=None,  # 7e-6 (the Qwen2.5 report's) for full fine-tuning, 2e-4 with LoRA
+    min_lr=None,  # lr / 10, as in the report
+    warmup_steps=None,  # 5% of max_steps
+    weight_decay=0.1, grad_clip=1.0,  # the report's
+    max_len=512,  # conversations are cut to this many tokens
+    eval_every=0, save_every=100, seed=0, precision="auto",
+    max_new_tokens=32,  # reply length in the accuracy evaluation
+    evaluate=True,  # checker accuracy before and after training
+)
 
 
 def assistant_spans(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
@@ -96,14 +117,6 @@ def encode_chat(tokenizer, messages: list[dict], tools: list[dict] | None = None
     return ids, labels
 
 
-def pad_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad (ids, labels) rows to the longest: {"input_ids": (b, t), "labels": (b, t)}, padding labelled -100."""
-    t = max(len(ids) for ids, _ in rows)
-    input_ids = torch.tensor([ids + [pad_id] * (t - len(ids)) for ids, _ in rows], dtype=torch.long)
-    labels = torch.tensor([lab + [IGNORE_INDEX] * (t - len(lab)) for _, lab in rows], dtype=torch.long)
-    return {"input_ids": input_ids, "labels": labels}
-
-
 class SFTBatches:
     """A resumable batch source over tokenised conversations: shuffled each epoch (seeded), right-padded.
 
@@ -124,37 +137,20 @@ class SFTBatches:
             ids, labels = encode_chat(tokenizer, ex.messages, ex.tools)
             self.truncated += len(ids) > max_len
             self.rows.append((ids[:max_len], labels[:max_len]))
-        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(len(self.rows), generator=g).tolist()
-
-    def _take(self, n: int) -> list[int]:
-        """The next n row indices of the shuffled stream (a new permutation at each epoch)."""
-        picked = []
-        while len(picked) < n:
-            if self.position == len(self._order):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation()
-            picked.append(self._order[self.position])
-            self.position += 1
-        return picked
+        self.stream = ShuffledStream(len(self.rows), seed)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        stream = self._take(self.batch_size * self.world_size)  # the global batch, then this process's slice
+        stream = self.stream.take(self.batch_size * self.world_size)  # the global batch, then this process's slice
         mine = stream[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
         return pad_batch([self.rows[i] for i in mine], self.pad_id)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
+        return self.stream.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = state["epoch"], state["position"]
-        self._order = self._permutation()
+        self.stream.load_state_dict(state)
 
     def fixed_batches(self) -> list[dict[str, torch.Tensor]]:
         """Every row once, in order, as batches: an evaluation set whose loss is comparable across steps."""
@@ -167,66 +163,38 @@ def sft_loss(model, batch: dict[str, torch.Tensor]):
     return loss, {"trained_tokens": float((batch["labels"][:, 1:] != IGNORE_INDEX).sum())}
 
 
-# ---------------------------------------------------------------------------- qwen-min sft
-def add_arguments(p):
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--init", help="checkpoint to fine-tune: a folder (config.json + safetensors, e.g. from "
-                                    "`qwen-min pretrain`), a .gguf file, or 'default' for the default checkpoint")
-    src.add_argument("--config", help="start from a randomly initialised model of this named size (tests, experiments)")
-    p.add_argument("--tokenizer", help="tokenizer folder or .gguf (default: the --init folder's tokenizer.json, "
-                                       "the .gguf itself, else data/qwen2.5)")
-    p.add_argument("--out", required=True, help="run folder: metrics.jsonl, loss.png, checkpoint.pt, eval.json, model/")
-    p.add_argument("--tasks", default=",".join(GENERATED_TASKS), help="comma-separated generated tasks (default: all)")
-    p.add_argument("--n-train", type=int, default=2000, help="training examples per task")
-    p.add_argument("--n-test", type=int, default=50, help="held-out test prompts per task for the accuracy evaluation")
-    p.add_argument("--handwritten-repeat", type=int, default=10,
-                   help="copies of the handwritten conversations in the training set (0: none)")
-    p.add_argument("--data", action="append", default=[], help="extra JSONL file of conversations (repeatable)")
-    p.add_argument("--lora", action="store_true", help="train LoRA adapters only; they are merged into the weights on save")
-    p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--lora-alpha", type=float, default=16.0)
-    p.add_argument("--max-steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=16, help="conversations per micro-batch (per process)")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default: 7e-6, the Qwen2.5 report's, for full fine-tuning; 2e-4 with --lora; "
-                        "a tiny model trained here wants ~1e-3)")
-    p.add_argument("--min-lr", type=float, default=None, help="final learning rate (default: lr / 10, as in the report)")
-    p.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of --max-steps")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="the report's 0.1")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="the report's 1.0")
-    p.add_argument("--max-len", type=int, default=512, help="conversations are cut to this many tokens")
-    p.add_argument("--eval-every", type=int, default=0, help="test-split loss every N steps (0: at the end only)")
-    p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps")
-    p.add_argument("--stop-at", type=int, default=None, help="end this session after this step (resume later)")
-    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
-    p.add_argument("--seed", type=int, default=0, help="seeds the data, the shuffling and the initialisation")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="reply length in the accuracy evaluation")
-    p.add_argument("--no-eval", action="store_true", help="skip the checker accuracy before and after training")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+# ---------------------------------------------------------------------------- a fine-tuning run
+def resolve_defaults(settings: dict) -> dict:
+    """Fill the settings derived from others (lr, warmup) and check them; run.json records the result."""
+    if (settings["init"] is None) == (settings["config"] is None):
+        raise ValueError("pass exactly one of --init (a checkpoint to fine-tune) and --config (a random model)")
+    require_positive(settings, "max_steps", "batch_size", "grad_accum", "max_len")
+    settings = dict(settings)
+    if settings["lr"] is None:
+        settings["lr"] = 2e-4 if settings["lora"] else 7e-6
+    if settings["warmup_steps"] is None:
+        settings["warmup_steps"] = settings["max_steps"] // 20
+    return settings
 
 
-def _default_tokenizer(args) -> Path:
-    if args.tokenizer:
-        return Path(args.tokenizer)
-    if args.init and args.init != "default":
-        init = Path(args.init)
-        if init.suffix == ".gguf" or (init / "tokenizer.json").exists():
-            return init
-    if args.init == "default":
+def tokenizer_path(settings: dict) -> Path:
+    """--tokenizer, else the --init folder's tokenizer.json or the .gguf itself, else the official files."""
+    if settings["tokenizer"]:
+        return Path(settings["tokenizer"])
+    init = settings["init"]
+    if init == "default":
         return default_checkpoint()
+    if init and (Path(init).suffix == ".gguf" or (Path(init) / "tokenizer.json").exists()):
+        return Path(init)
     return official_tokenizer_dir()
 
 
-def _load_model(args, vocab_size: int):
-
-    if args.config:
-        torch.manual_seed(args.seed)
-        return Qwen(QwenConfig.from_name(args.config, vocab_size=vocab_size))
-    path = args.init
-    if path == "default":
-        path = default_checkpoint()
+def load_model(settings: dict, vocab_size: int):
+    """The model to fine-tune: a random one of a named size, or a checkpoint whose vocabulary covers the tokenizer."""
+    if settings["config"]:
+        torch.manual_seed(settings["seed"])
+        return Qwen(QwenConfig.from_name(settings["config"], vocab_size=vocab_size))
+    path = default_checkpoint() if settings["init"] == "default" else settings["init"]
     model = from_pretrained(path)
     if model.config.vocab_size < vocab_size:
         raise ValueError(f"{path}: the model has {model.config.vocab_size} token embeddings, fewer than the tokenizer's "
@@ -238,62 +206,56 @@ def _print_accuracy(title: str, accuracy: dict) -> None:
     print(title + "  " + "  ".join(f"{task} {100 * acc:.0f}%" for task, acc in accuracy.items()))
 
 
-def run(args):
-
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    out = Path(args.out)
-    if not args.resume and (out / "checkpoint.pt").exists():
-        raise FileExistsError(f"{out / 'checkpoint.pt'} exists: pass --resume to continue it, or use another --out")
-    tokenizer = Tokenizer.from_pretrained(_default_tokenizer(args))
-    world = setup_distributed(args.device)
-    train = make_examples(tasks, "train", args.n_train, seed=args.seed) if tasks else []
-    train += handwritten() * args.handwritten_repeat
-    for path in args.data:
+def run_sft(settings: dict, out: str | Path, *, resume: bool = False, stop_at: int | None = None,
+            progress: bool = True, device: str | None = None) -> Trainer:
+    """Fine-tune as `settings` say (DEFAULTS' keys), writing the run folder `out`; returns the Trainer."""
+    out = Path(out)
+    check_run_folder(out, resume)
+    settings = resolve_defaults(settings)
+    require(settings, "tasks")
+    tasks = [t.strip() for t in settings["tasks"].split(",") if t.strip()]
+    tokenizer = Tokenizer.from_pretrained(tokenizer_path(settings))
+    world = setup_distributed(device)
+    seed, max_len = settings["seed"], settings["max_len"]
+    train = make_examples(tasks, "train", settings["n_train"], seed=seed) if tasks else []
+    train += handwritten() * settings["handwritten_repeat"]
+    for path in settings["data"]:
         train += read_examples(path)
-    test = make_examples(tasks, "test", args.n_test, seed=args.seed) if tasks else []
-    batches = SFTBatches(tokenizer, train, args.batch_size, args.max_len, args.seed, world.rank, world.world_size)
-    eval_sets = {"test": SFTBatches(tokenizer, test, args.batch_size, args.max_len).fixed_batches()} if test else {}
-    model = _load_model(args, tokenizer.vocab_size).to(world.device)
-    if args.lora:
-        apply_lora(model, args.lora_rank, args.lora_alpha)
-        print(f"LoRA rank {args.lora_rank}: {lora_parameters(model):,} trainable parameters of {model.num_parameters():,}")
-    lr = args.lr if args.lr is not None else (2e-4 if args.lora else 7e-6)
-    config = TrainConfig(out=out, max_steps=args.max_steps, lr=lr, min_lr=args.min_lr,
-                         warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 20,
-                         weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum,
-                         eval_every=args.eval_every, save_every=args.save_every, stop_at=args.stop_at,
-                         resume=args.resume, seed=args.seed, progress=not args.no_progress)
-    print(f"{len(train):,} training conversations ({batches.truncated} cut to {args.max_len} tokens), "
-          f"{len(test):,} test prompts; lr {lr:g} -> {config.min_lr or lr / 10:g}")
+    test = make_examples(tasks, "test", settings["n_test"], seed=seed) if tasks else []
+    batches = SFTBatches(tokenizer, train, settings["batch_size"], max_len, seed, world.rank, world.world_size)
+    eval_sets = {"test": SFTBatches(tokenizer, test, settings["batch_size"], max_len).fixed_batches()} if test else {}
+    model = load_model(settings, tokenizer.vocab_size).to(world.device)
+    if settings["lora"]:
+        apply_lora(model, settings["lora_rank"], settings["lora_alpha"])
+        print(f"LoRA rank {settings['lora_rank']}: {lora_parameters(model):,} trainable parameters "
+              f"of {model.num_parameters():,}")
+    config = train_config(settings, out, resume=resume, stop_at=stop_at, progress=progress)
+    print(f"{len(train):,} training conversations ({batches.truncated} cut to {max_len} tokens), "
+          f"{len(test):,} test prompts; lr {config.lr:g} -> {config.min_lr or config.lr / 10:g}")
     report_path = out / "eval.json"
-    report = json.loads(report_path.read_text()) if args.resume and report_path.exists() else {"seed": args.seed}
-    evaluate_now = test and not args.no_eval and world.is_main
+    report = json.loads(report_path.read_text()) if resume and report_path.exists() else {"seed": seed}
+    evaluate_now = test and settings["evaluate"] and world.is_main
+    if world.is_main:
+        save_settings(out, settings)
     if evaluate_now and "before" not in report:
-        report["before"] = evaluate(model, tokenizer, test, args.max_new_tokens)["accuracy"]
+        report["before"] = evaluate(model, tokenizer, test, settings["max_new_tokens"])["accuracy"]
         _print_accuracy("accuracy before SFT:", report["before"])
-        out.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    if world.is_main and not args.resume:
-        out.mkdir(parents=True, exist_ok=True)
-        settings = {k: v for k, v in vars(args).items() if not k.startswith("_")} | {"lr": lr, "min_lr": config.min_lr,
-                                                                                   "warmup_steps": config.warmup_steps}
-        (out / "run.json").write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
     trainer = Trainer(model, sft_loss, batches, config, eval_sets=eval_sets, world=world)
     trainer.fit()
-    if trainer.step < args.max_steps or not world.is_main:
-        return 0
-    if args.lora:
+    if trainer.step < settings["max_steps"] or not world.is_main:
+        return trainer
+    if settings["lora"]:
         merge_lora(model)
-
     folder = out / "model"
     save_pretrained(model, folder)
     tokenizer.save_pretrained(folder)
     print(f"fine-tuned model -> {folder}")
     if evaluate_now:
-        result = evaluate(model, tokenizer, test, args.max_new_tokens)
+        result = evaluate(model, tokenizer, test, settings["max_new_tokens"])
         report["after"] = result["accuracy"]
         report["samples"] = [{"task": ex.task, "prompt": ex.messages[0]["content"], "reply": reply, "right": right}
                              for ex, reply, right in result["replies"]]
         _print_accuracy("accuracy after SFT: ", report["after"])
     report_path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    return 0
+    return trainer

@@ -154,6 +154,15 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def check_run_folder(out: str | os.PathLike, resume: bool) -> None:
+    """The one check before a run starts: a new run never overwrites a checkpoint; --resume needs one."""
+    checkpoint = Path(out) / CHECKPOINT
+    if resume and not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no checkpoint to resume from")
+    if not resume and checkpoint.exists():
+        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue it, or use another --out")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -328,14 +337,13 @@ class Trainer:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / METRICS
+        check_run_folder(self.out, cfg.resume)
         if cfg.resume:
             self.load_state_dict(load_checkpoint(self.out / CHECKPOINT))
             if self.world.is_main and metrics_path.exists():  # drop figures logged after the checkpoint
                 kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= self.step]
                 metrics_path.write_text("".join(line + "\n" for line in kept))
         else:
-            if (self.out / CHECKPOINT).exists():
-                raise FileExistsError(f"{self.out / CHECKPOINT} exists: pass --resume to continue it, or use another --out")
             torch.manual_seed(cfg.seed)
             random.seed(cfg.seed)
             np.random.seed(cfg.seed)
