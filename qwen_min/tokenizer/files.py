@@ -81,11 +81,6 @@ def _load_json(path: Path):
     return read_json(path, "a tokenizer file", TokenizerFileError)
 
 
-def _chat_template_beside(folder: Path) -> str | None:
-    config = folder / "tokenizer_config.json"
-    return _load_json(config).get("chat_template") if config.exists() else None
-
-
 def read_tokenizer_json(path: Path) -> VocabFiles:
     data = _load_json(path)
     model = data.get("model") if isinstance(data, dict) else None

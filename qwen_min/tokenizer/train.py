@@ -32,7 +32,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
-from qwen_min.tokenizer.bpe import BYTE_TO_CHAR, Tokenizer
+from qwen_min.tokenizer.bpe import BYTE_TO_CHAR, Tokenizer, bytes_to_token_string
 from qwen_min.tokenizer.files import QWEN_PRETOKENIZE_REGEX, AddedToken, VocabFiles
 from qwen_min.tokenizer.pretokenizer import compile_pretokenizer
 
@@ -144,7 +144,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Iterable[st
         raise ValueError(f"vocab_size {vocab_size} is too small: it must be at least 256 bytes + "
                          f"{len(special_tokens)} special tokens = {256 + len(special_tokens)}")
     tokens, merges = learn_merges(count_words(texts, pattern), vocab_size - 256 - len(special_tokens), progress)
-    as_string = ["".join(BYTE_TO_CHAR[b] for b in t) for t in tokens]
+    as_string = [bytes_to_token_string(t) for t in tokens]
     files = VocabFiles(
         vocab={s: i for i, s in enumerate(as_string)},
         merges=[(as_string[a], as_string[b]) for a, b in merges],
