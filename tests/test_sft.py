@@ -275,26 +275,7 @@ def test_sft_command_bad_input(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------- exercise checkers
-def test_ch08_checkers_accept_the_reference_and_reject_wrong_answers():
-    from qwen_min.course.exercises import ExerciseFailed
-    from qwen_min.course.exercises.ch09_sft import check_assistant_labels, check_lora_merge, check_masked_loss
-    from qwen_min.model.qwen import causal_lm_loss
 
-    check_masked_loss(causal_lm_loss)
-    with pytest.raises(ExerciseFailed, match="shift"):  # no shift: predicts the token it reads
-        check_masked_loss(lambda logits, labels: F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100))
-    check_lora_merge(lambda w, a, b, alpha: w + alpha / a.shape[0] * b @ a)
-    with pytest.raises(ExerciseFailed, match="alpha / rank"):
-        check_lora_merge(lambda w, a, b, alpha: w + alpha * b @ a)
-    check_assistant_labels(lambda tok, messages, tools: encode_chat(tok, messages, tools)[1])
-
-    def with_newline(tok, messages, tools):  # also trains the '\n' after <|im_end|>
-        ids, labels = encode_chat(tok, messages, tools)
-        return [i if lab != IGNORE_INDEX or (k and labels[k - 1] == tok.im_end_id) else lab
-                for k, (i, lab) in enumerate(zip(ids, labels))]
-
-    with pytest.raises(ExerciseFailed, match="not the '\\\\n' after it"):
-        check_assistant_labels(with_newline)
 
 
 @pytest.mark.slow
