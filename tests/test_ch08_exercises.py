@@ -1,35 +1,61 @@
-"""The chapter 8 exercise checkers accept the reference and reject plausible wrong answers."""
-
-import math
+"""The chapter 8 exercise checkers accept right answers and reject plausible wrong ones."""
 
 import pytest
-import torch.nn.functional as F
+import torch
 
 from qwen_min.course.exercises import ExerciseFailed
-from qwen_min.course.exercises.ch08_pretraining import check_flops_per_token, check_lr_schedule, check_next_token_loss
-from qwen_min.model.qwen import causal_lm_loss
-from qwen_min.train.flops import flops_per_token
-from qwen_min.train.trainer import lr_schedule
+from qwen_min.course.exercises.ch08_pretraining import (
+    check_first_adamw_step,
+    check_fixed_train,
+    check_token_weighted_accumulation,
+    measured_first_adamw_step,
+)
 
 
-def test_next_token_loss_checker():
-    check_next_token_loss(causal_lm_loss)
-    with pytest.raises(ExerciseFailed, match="next_token_loss: wrong"):  # forgot the shift
-        check_next_token_loss(lambda logits, ids: F.cross_entropy(logits.flatten(0, 1), ids.flatten()))
+def _weighted(model, micro_batches):
+    counts = [(b["labels"][:, 1:] != -100).sum() for b in micro_batches]
+    for batch, count in zip(micro_batches, counts):
+        _, loss = model(batch["input_ids"], labels=batch["labels"])
+        (loss * count / sum(counts)).backward()
 
 
-def test_lr_schedule_checker():
-    check_lr_schedule(lambda s, lr, w, m, lo: lr_schedule(s, lr=lr, warmup_steps=w, max_steps=m, min_lr=lo))
-
-    def decays_to_zero(s, lr, w, m, lo):
-        return lr * (s + 1) / w if s < w else lr * 0.5 * (1 + math.cos(math.pi * min(1, (s - w) / (m - w))))
-
-    with pytest.raises(ExerciseFailed, match="lr_schedule: wrong"):
-        check_lr_schedule(decays_to_zero)
+def _equal_weights(model, micro_batches):  # what Trainer does: right only when every micro-batch counts the same targets
+    for batch in micro_batches:
+        _, loss = model(batch["input_ids"], labels=batch["labels"])
+        (loss / len(micro_batches)).backward()
 
 
-def test_flops_per_token_checker():
-    check_flops_per_token(flops_per_token)
-    with pytest.raises(ExerciseFailed, match="flops_per_token: wrong"):  # counts the tied head once as an embedding
-        check_flops_per_token(lambda cfg, t: 6 * cfg.num_parameters(non_embedding=True) + 12 * cfg.num_hidden_layers
-                              * cfg.num_attention_heads * cfg.head_dim * t)
+def test_token_weighted_accumulation_checker():
+    check_token_weighted_accumulation(_weighted)
+    with pytest.raises(ExerciseFailed, match="token_weighted_accumulation: wrong"):
+        check_token_weighted_accumulation(_equal_weights)
+
+
+def test_first_adamw_step_is_lr_whatever_the_loss_scale():
+    for scale in (1.0, 1000.0):
+        assert measured_first_adamw_step(scale) == pytest.approx(1e-2, rel=1e-3)
+    check_first_adamw_step(lambda: (0.01, 0.01))
+    with pytest.raises(ExerciseFailed, match="you predicted"):  # the step grows with the gradient: plain SGD thinking
+        check_first_adamw_step(lambda: (0.01, 10.0))
+    with pytest.raises(ExerciseFailed, match="not implemented yet"):
+        check_first_adamw_step(lambda: (_ for _ in ()).throw(NotImplementedError))
+
+
+def _train(model, batches, lr, zero_grad=True):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for ids in batches:
+        _, loss = model(ids, labels=ids)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if zero_grad:
+            optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def test_fixed_train_checker():
+    check_fixed_train(_train)
+    with pytest.raises(ExerciseFailed, match="fixed_train: wrong"):  # the planted bug: gradients never cleared
+        check_fixed_train(lambda model, batches, lr: _train(model, batches, lr, zero_grad=False))

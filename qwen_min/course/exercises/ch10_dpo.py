@@ -1,48 +1,24 @@
-"""Checkers for the exercises of notebook 10_dpo.
+"""Checkers for the exercises of notebooks/10_dpo.ipynb.
 
-    from qwen_min.course.exercises.ch10_dpo import check_completion_logps, check_dpo_loss, check_optimal_policy
-    check_completion_logps(my_logps)     # my_logps(logits (b, t, v), labels (b, t)) -> (b,)
-                                         # summed log-probs of the labelled tokens
-    check_dpo_loss(my_loss)              # my_loss(pi_c, pi_r, ref_c, ref_r, beta) -> scalar sigmoid DPO loss
-    check_optimal_policy(my_policy)      # my_policy(ref_probs (..., n), rewards (..., n), beta) -> (..., n) probabilities
+    from qwen_min.course.exercises.ch10_dpo import check_optimal_policy, check_pair_gradient, check_fixed_dpo_train
+    check_optimal_policy(my_policy)        # build: my_policy(ref_probs (..., n), rewards (..., n), beta) -> (..., n)
+    check_pair_gradient(my_prediction)     # predict: my_prediction() -> (|dL/d log pi(chosen)| at beta 0.01, at beta 1)
+    check_fixed_dpo_train(my_train)        # debug: my_train(policy, batches, beta, lr) -> losses, bug fixed
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
-from qwen_min.course.exercises import compare
+from qwen_min.config import QwenConfig
+from qwen_min.course.exercises import compare, judge_prediction, prediction
+from qwen_min.model.qwen import IGNORE_INDEX, Qwen
 from qwen_min.train.dpo import completion_logps, dpo_loss, optimal_policy
 
-
-def check_completion_logps(student) -> None:
-    """student(logits (b, t, v), labels (b, t) with -100 on prompt and padding) -> (b,) sums of log p(label)."""
-    g = torch.Generator().manual_seed(9)
-    inputs = []
-    for b, t, v in [(1, 4, 5), (2, 7, 11), (3, 9, 30)]:
-        logits = torch.randn(b, t, v, generator=g) * 2
-        labels = torch.randint(0, v, (b, t), generator=g)
-        labels[:, : t // 2] = -100  # the prompt
-        labels[-1, -2:] = -100  # padding at the end of the last row
-        labels[0, -1] = 1  # the last position has a label: it is predicted by position t - 2
-        inputs.append((logits, labels))
-    compare("completion_logps", student, completion_logps, inputs, atol=1e-4,
-            hint="logits[:, i] predicts labels[:, i + 1]; take log_softmax, gather the label's entry, "
-                 "and SUM (not average) over the positions whose label is not -100.")
-
-
-def check_dpo_loss(student) -> None:
-    """student(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> scalar loss tensor."""
-    g = torch.Generator().manual_seed(10)
-    inputs = []
-    for n, beta in [(1, 0.1), (4, 0.1), (8, 0.5), (16, 0.02)]:
-        pc, pr, rc, rr = (torch.randn(n, generator=g) * 10 - 20 for _ in range(4))
-        inputs.append((pc, pr, rc, rr, beta))
-    z = torch.zeros(3)
-    inputs.append((z, z, z, z, 0.1))  # policy == reference
-    compare("dpo_loss", student, lambda *args: dpo_loss(*args)[0], inputs, atol=1e-5,
-            hint="the implicit reward of an answer is beta * (policy log-prob - reference log-prob); the loss is "
-                 "-log sigmoid(chosen reward - rejected reward), averaged over pairs (F.logsigmoid is stable).")
+VOCAB = 50
+MARGIN = 10.0  # nats: log-ratio of the chosen answer minus that of the rejected one, in the predict exercise
 
 
 def check_optimal_policy(student) -> None:
@@ -54,5 +30,77 @@ def check_optimal_policy(student) -> None:
         rewards = (torch.rand(shape, generator=g) < 0.5).float()
         inputs.append((ref, rewards, beta))
     compare("optimal_policy", student, optimal_policy, inputs, atol=1e-5,
-            hint="pi*(y) is proportional to pi_ref(y) * exp(r(y) / beta); normalise over the last dimension "
-                 "(work in log space: a softmax of log pi_ref + r / beta).")
+            hint="start from the reference's probabilities and tilt each answer by how much reward it earns, more "
+                 "strongly the smaller beta is; then make it a distribution again (working in log space is stable).",
+            forbidden=[optimal_policy])
+
+
+def measured_pair_gradient(beta: float, margin: float = MARGIN) -> float:
+    """|d loss / d log pi(chosen)| of one pair whose log-ratio margin is `margin` nats, measured by autograd."""
+    policy_chosen = torch.tensor([-5.0 + margin], requires_grad=True)  # the reference gave both answers -5
+    loss, _ = dpo_loss(policy_chosen, torch.tensor([-5.0]), torch.tensor([-5.0]), torch.tensor([-5.0]), beta=beta)
+    loss.backward()
+    return abs(policy_chosen.grad.item())
+
+
+def check_pair_gradient(student) -> None:
+    """student() -> (a, b): your prediction of |d loss / d log pi(chosen)| for ONE pair whose log-ratio margin,
+    (log pi/pi_ref of the chosen answer) - (log pi/pi_ref of the rejected one), is already 10 nats: (a) with beta 0.01,
+    (b) with beta 1."""
+    guess = prediction("gradient of a 10-nat pair", student)
+    measured = (round(measured_pair_gradient(0.01), 6), round(measured_pair_gradient(1.0), 7))
+    close = (isinstance(guess, (tuple, list)) and len(guess) == 2 and all(isinstance(x, (int, float)) for x in guess)
+             and all(abs(g - m) <= 0.2 * m for g, m in zip(guess, measured)))
+    judge_prediction("gradient of a 10-nat pair", tuple(guess) if isinstance(guess, list) else guess, measured, close,
+                     "Differentiate -log sigmoid(beta x margin) with respect to the chosen log-prob: one factor comes "
+                     "from the chain rule, the other says how sure the model already is. Which beta has finished "
+                     "with this pair?")
+
+
+def _toy_pairs(seed: int):
+    """A tiny policy and batches of 2 pairs: rows [chosen, chosen, rejected, rejected], prompt labels -100."""
+    torch.manual_seed(seed)
+    policy = Qwen(QwenConfig.from_name("tiny", vocab_size=VOCAB))
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(4):
+        ids = torch.randint(0, VOCAB, (4, 12), generator=g)
+        ids[2:, :6] = ids[:2, :6]  # the same prompt for both answers of a pair
+        labels = ids.clone()
+        labels[:, :6] = IGNORE_INDEX
+        batches.append({"input_ids": ids, "labels": labels})
+    return policy, batches
+
+
+def _dpo_train(policy, batches, beta, lr):
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)  # frozen at the start: the SFT model
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr)
+    losses = []
+    for batch in batches:
+        logps = completion_logps(policy(batch["input_ids"]), batch["labels"])
+        with torch.no_grad():
+            ref = completion_logps(reference(batch["input_ids"]), batch["labels"])
+        n = len(logps) // 2
+        loss, _ = dpo_loss(logps[:n], logps[n:], ref[:n], ref[n:], beta)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def check_fixed_dpo_train(student) -> None:
+    """student(policy, batches, beta, lr) -> losses, one per batch: the notebook's `buggy_dpo_train`, fixed.
+    Batches hold 2 pairs each, rows [chosen, chosen, rejected, rejected]."""
+
+    def run(fn, seed):
+        policy, batches = _toy_pairs(seed)
+        return torch.as_tensor(fn(policy, batches, 0.5, 1e-2), dtype=torch.float64)
+
+    compare("fixed_dpo_train", lambda seed: run(student, seed), lambda seed: run(_dpo_train, seed), [(0,), (1,)],
+            atol=1e-5,
+            hint="the first loss is log 2, as it should be; so is every later one. Which model should stay as the "
+                 "SFT model was, and does it?")
+
+
+PACKAGE_EQUIVALENTS = {"check_optimal_policy": [optimal_policy]}
