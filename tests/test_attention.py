@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import Qwen2Config
@@ -9,7 +11,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, Qwen2Rotary
 
 from qwen_min.config import OFFICIAL_SIZES, QwenConfig
 from qwen_min.course.exercises import ExerciseFailed
-from qwen_min.course.exercises.ch03_attention import check_causal_mask, check_gqa_attention, check_kv_cache_bytes
+from qwen_min.course.exercises import ch03_attention as ex
 from qwen_min.model.attention import Attention, KVCache, attention_mask_for, eager_attention, sdpa_attention
 from qwen_min.model.qwen import Qwen
 from qwen_min.model.rope import RotaryEmbedding
@@ -139,17 +141,36 @@ def test_cache_memory_per_token_matches_config(name):
 
 
 def test_attention_exercise_checkers_reject_wrong_answers():
-    check_causal_mask(lambda t: torch.ones(t, t, dtype=torch.bool).tril())
-    with pytest.raises(ExerciseFailed):
-        check_causal_mask(lambda t: torch.ones(t, t, dtype=torch.bool).tril(-1))  # cannot see itself
-    check_gqa_attention(lambda q, k, v: eager_attention(q, k, v, None))
+    def padded_mask(attention_mask):
+        t = attention_mask.shape[1]
+        allowed = torch.ones(t, t, dtype=torch.bool).tril() & attention_mask.bool()[:, None, None, :]
+        return allowed | torch.eye(t, dtype=torch.bool)
 
-    def tiled(q, k, v):  # repeats the kv heads as a whole (k0 k1 k0 k1) instead of per group (k0 k0 k1 k1)
-        n = q.shape[1] // k.shape[1]
-        return eager_attention(q, k.repeat(1, n, 1, 1), v.repeat(1, n, 1, 1), None)
+    ex.check_padded_mask(padded_mask)
+    with pytest.raises(ExerciseFailed, match="padded_mask: wrong"):  # padding query rows left empty: NaN softmax
+        ex.check_padded_mask(lambda m: torch.ones(m.shape[1], m.shape[1], dtype=torch.bool).tril()
+                             & m.bool()[:, None, None, :])
+    with pytest.raises(ExerciseFailed, match="padded_mask: wrong"):  # causal only, padding visible
+        ex.check_padded_mask(lambda m: torch.ones(m.shape[1], m.shape[1], dtype=torch.bool).tril().expand(
+            m.shape[0], 1, -1, -1))
 
-    with pytest.raises(ExerciseFailed):
-        check_gqa_attention(tiled)
-    check_kv_cache_bytes(lambda cfg, n: 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * n)
-    with pytest.raises(ExerciseFailed):
-        check_kv_cache_bytes(lambda cfg, n: 2 * cfg.num_hidden_layers * cfg.hidden_size * n)  # MHA-sized: ignores GQA
+    def gqa(q, k, v):
+        group = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+        t = q.shape[2]
+        scores = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(),
+                                                                           float("-inf"))
+        return scores.softmax(-1) @ v
+
+    ex.check_gqa_attention(gqa)
+    with pytest.raises(ExerciseFailed, match="gqa_attention: wrong"):  # k0 k1 k0 k1 instead of k0 k0 k1 k1
+        ex.check_gqa_attention(ex.buggy_gqa)
+
+
+def test_no_mask_prediction():
+    with_mask, without = ex.measured_no_mask_loss()
+    assert abs(with_mask - math.log(64)) < 0.1 and without < 0.5  # the unmasked model copies the next token
+    ex.check_no_mask_loss(lambda: "b")
+    with pytest.raises(ExerciseFailed, match="you predicted 'A'"):
+        ex.check_no_mask_loss(lambda: "A")
+

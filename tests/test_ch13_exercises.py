@@ -11,8 +11,16 @@ from qwen_min.tasks.checkable import check_last_number, reply_text
 from qwen_min.train.dpo import dpo_loss
 
 
+def _last_number(reply, answer):  # written out, as a student would
+    text = reply.rsplit("answer is", 1)[1] if "answer is" in reply else reply
+    numbers = re.findall(r"-?\d+", text)
+    return bool(numbers) and (numbers[0] if "answer is" in reply else numbers[-1]) == answer.strip()
+
+
 def test_number_checker():
-    check_number_checker(check_last_number)
+    check_number_checker(_last_number)
+    with pytest.raises(ExerciseFailed, match="calls the package's own check_last_number"):
+        check_number_checker(check_last_number)
     with pytest.raises(ExerciseFailed, match="number_checker: wrong"):  # ignores 'The answer is'
         check_number_checker(lambda reply, answer: re.findall(r"-?\d+", reply)[-1:] == [answer])
     with pytest.raises(ExerciseFailed, match="number_checker: wrong"):  # forgets negative numbers
@@ -39,7 +47,9 @@ def test_chat_reply_checker():
 
 
 def test_preference_accuracy_checker():
-    check_preference_accuracy(lambda *args: dpo_loss(*args)[1]["rewards/accuracies"])
+    check_preference_accuracy(lambda pc, pr, rc, rr, b: ((b * (pc - rc)) > (b * (pr - rr))).float().mean().item())
+    with pytest.raises(ExerciseFailed, match="calls the package's own dpo_loss"):
+        check_preference_accuracy(lambda *args: dpo_loss(*args)[1]["rewards/accuracies"])
     with pytest.raises(ExerciseFailed, match="preference_accuracy: wrong"):  # counts ties as wins
         check_preference_accuracy(lambda pc, pr, rc, rr, b: ((pc - rc) >= (pr - rr)).float().mean().item())
     with pytest.raises(ExerciseFailed, match="preference_accuracy: wrong"):  # forgets the reference

@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from qwen_min.course.exercises import ExerciseFailed, compare
-from qwen_min.course.exercises.ch00_overview import check_kv_cache_bytes, check_layer_parameters
+from qwen_min.config import QwenConfig
+from qwen_min.course.exercises import ExerciseFailed, compare, judge_prediction, prediction, show_verdict
+from qwen_min.course.exercises.ch00_overview import (
+    check_kv_cache_bytes,
+    check_layer_parameters,
+    check_mlp_share,
+    measured_mlp_share,
+)
 
 
 def test_compare_reports_input_and_hint():
@@ -23,13 +29,61 @@ def test_compare_tensors_and_errors(capsys):
         compare("boom", lambda t: 1 / 0, lambda t: t, [(1,)])
 
 
+def test_compare_refuses_an_answer_that_calls_a_forbidden_function_under_any_name():
+    def package(x):
+        return x * 2
+
+    alias = package
+    compare("own", lambda x: x + x, lambda x: x * 2, [(1,), (2,)], forbidden=[package])
+    for answer in (package, alias, lambda x: alias(x), lambda x: [package][0](x)):
+        with pytest.raises(ExerciseFailed, match="calls the package's own .*package"):
+            compare("own", answer, lambda x: x * 2, [(1,)], forbidden=[package])
+    with pytest.raises(ExerciseFailed, match="wrong"):  # a wrong answer hears that it is wrong first
+        compare("own", lambda x: package(x) + 1, lambda x: x * 2, [(1,)], forbidden=[package])
+    with pytest.raises(ExerciseFailed, match="calls the package's own QwenConfig.num_parameters"):  # methods too
+        compare("count", lambda cfg: cfg.num_parameters(), lambda cfg: cfg.num_parameters(),
+                [(QwenConfig.from_name("tiny"),)], forbidden=[QwenConfig.num_parameters])
+
+
+def test_predictions_are_read_before_the_experiment(capsys):
+    order = []
+
+    def experiment():
+        order.append("measure")
+        return 3
+
+    def student():
+        order.append("predict")
+        return 3
+
+    guess = prediction("p", student)
+    judge_prediction("p", guess, experiment(), guess == 3, "lesson")
+    assert order == ["predict", "measure"] and "✓ p: you predicted 3" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match="you predicted 2, the experiment measured 3. lesson"):
+        judge_prediction("p", 2, 3, False, "lesson")
+    with pytest.raises(ExerciseFailed, match="not implemented yet"):
+        prediction("p", lambda: (_ for _ in ()).throw(NotImplementedError))
+    show_verdict(lambda fn: judge_prediction("p", fn(), 3, False, "lesson"), lambda: 2)  # prints, does not raise
+    assert "✗ p: you predicted 2" in capsys.readouterr().out
+
+
 def test_ch00_checkers():
     def layer(cfg):  # forgets the q/k/v biases
-        return cfg.replace(num_hidden_layers=1, attention_bias=False).num_parameters() - cfg.replace(
-            num_hidden_layers=0).num_parameters()
+        d, kv = cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim
+        return 2 * d * d + 2 * d * kv + 3 * d * cfg.intermediate_size + 2 * d
 
-    with pytest.raises(ExerciseFailed, match="bias"):
+    def layer_right(cfg):
+        d, q, kv = cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+        return 2 * d * q + 2 * d * kv + q + 2 * kv + 3 * d * cfg.intermediate_size + 2 * d
+
+    check_layer_parameters(layer_right)
+    with pytest.raises(ExerciseFailed, match="parameters of one decoder layer: wrong"):
         check_layer_parameters(layer)
-    with pytest.raises(ExerciseFailed, match="kv head"):
+    check_kv_cache_bytes(lambda cfg, tokens, nbytes: tokens * 2 * cfg.num_hidden_layers * cfg.num_key_value_heads
+                         * cfg.head_dim * nbytes)
+    with pytest.raises(ExerciseFailed, match="KV-cache bytes: wrong"):  # MHA-sized
         check_kv_cache_bytes(lambda cfg, tokens, nbytes: tokens * 2 * cfg.num_hidden_layers * cfg.hidden_size * nbytes)
-    check_kv_cache_bytes(lambda cfg, tokens, nbytes: tokens * cfg.kv_cache_bytes_per_token(nbytes))
+    assert 0.85 < measured_mlp_share() < 0.9
+    check_mlp_share(lambda: 0.85)
+    with pytest.raises(ExerciseFailed, match="you predicted 0.5"):
+        check_mlp_share(lambda: 0.5)

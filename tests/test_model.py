@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from qwen_min.config import OFFICIAL_SIZES, QwenConfig
 from qwen_min.course.exercises import ExerciseFailed
-from qwen_min.course.exercises.ch04_model import check_num_parameters, check_rms_norm, check_swiglu
-from qwen_min.model.layers import RMSNorm
+from qwen_min.course.exercises import ch04_model as ex
 from qwen_min.model.qwen import Qwen
 
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}
@@ -109,21 +110,25 @@ def test_parameter_counts_of_official_sizes(name):
 
 
 def test_model_exercise_checkers_reject_wrong_answers():
-    def rms_norm(x, weight, eps):
-        norm = RMSNorm(x.shape[-1], eps)
-        norm.weight.data = weight
-        return norm(x).detach()
+    def rms_norm_bf16(x, weight, eps):
+        x32 = x.float()
+        return weight * (x32 / torch.sqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
-    check_rms_norm(rms_norm)
-    with pytest.raises(ExerciseFailed):
-        check_rms_norm(lambda x, w, eps: w * x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps))  # eps outside the root
+    ex.check_rms_norm_bf16(rms_norm_bf16)
+    with pytest.raises(ExerciseFailed, match="rms_norm_bf16.*wrong"):  # the planted bug: the mean of squares in bf16
+        ex.check_rms_norm_bf16(ex.buggy_rms_norm_bf16)
+    with pytest.raises(ExerciseFailed, match="rms_norm_bf16.*wrong"):  # the weight applied in fp32, cast afterwards
+        ex.check_rms_norm_bf16(lambda x, w, eps: (w.float() * x.float() * torch.rsqrt(
+            x.float().pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype))
+    with pytest.raises(ExerciseFailed, match="rms_norm_bf16.*wrong"):  # returns fp32
+        ex.check_rms_norm_bf16(lambda x, w, eps: w.float() * x.float() * torch.rsqrt(
+            x.float().pow(2).mean(-1, keepdim=True) + eps))
 
-    def swiglu(x, w_gate, w_up, w_down):
-        return (torch.nn.functional.silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T
 
-    check_swiglu(swiglu)
-    with pytest.raises(ExerciseFailed):
-        check_swiglu(lambda x, wg, wu, wd: torch.nn.functional.silu((x @ wg.T) * (x @ wu.T)) @ wd.T)
-    check_num_parameters(lambda cfg: cfg.num_parameters())
-    with pytest.raises(ExerciseFailed):
-        check_num_parameters(lambda cfg: cfg.num_parameters() - cfg.num_hidden_layers * cfg.hidden_size)  # forgot a norm
+def test_initial_loss_prediction():
+    measured = ex.measured_initial_loss()
+    assert abs(measured - math.log(5000)) < 0.1  # near-zero logits: a uniform guess over the vocabulary
+    ex.check_initial_loss(lambda: 8.5)
+    with pytest.raises(ExerciseFailed, match="you predicted 0"):
+        ex.check_initial_loss(lambda: 0)
+

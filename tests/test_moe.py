@@ -11,7 +11,12 @@ from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeSparseMoeBl
 from qwen_min.checkpoints.hf import from_pretrained, save_pretrained
 from qwen_min.config import QwenConfig
 from qwen_min.course.exercises import ExerciseFailed
-from qwen_min.course.exercises.ch05_moe import check_dispatch, check_load_balancing_loss, check_router_weights
+from qwen_min.course.exercises.ch05_moe import (
+    buggy_router_weights,
+    check_dispatch,
+    check_load_balancing_loss,
+    check_router_weights,
+)
 from qwen_min.model.attention import KVCache
 from qwen_min.model.moe import SparseMoeBlock, dispatch, load_balancing_loss, route
 from qwen_min.model.qwen import Qwen
@@ -145,29 +150,51 @@ def test_no_shared_expert_when_its_width_is_zero():
 
 def test_exercise_checkers_accept_the_reference_and_reject_wrong_answers():
     def always_renormalised(logits, top_k, norm_topk_prob):
-        weights, experts = route(logits, top_k, True)
-        return torch.zeros_like(logits).scatter(-1, experts, weights)
+        probs = logits.float().softmax(-1)
+        weights, experts = probs.topk(top_k, dim=-1)
+        return torch.zeros_like(probs).scatter(-1, experts, weights / weights.sum(-1, keepdim=True))
 
     with pytest.raises(ExerciseFailed, match="router_weights: wrong.*norm_topk_prob"):
         check_router_weights(always_renormalised)
-    check_router_weights(lambda logits, k, norm: torch.zeros_like(logits).scatter(-1, *route(logits, k, norm)[::-1]))
+    with pytest.raises(ExerciseFailed, match="router_weights: wrong"):
+        check_router_weights(buggy_router_weights)
+
+    def router_weights(logits, k, norm):
+        probs = logits.float().softmax(-1)
+        weights, experts = probs.topk(k, dim=-1)
+        weights = weights / weights.sum(-1, keepdim=True) if norm else weights
+        return torch.zeros_like(probs).scatter(-1, experts, weights)
+
+    check_router_weights(router_weights)
 
     def token_loop(x, weights, experts, mlps):
         return torch.stack([sum(w * mlps[e](xi[None])[0] for w, e in zip(weights[i], experts[i].tolist()))
                             for i, xi in enumerate(x)])
 
+    def grouped(x, weights, experts, mlps, scale=True):
+        out = torch.zeros_like(x)
+        for e, mlp in enumerate(mlps):
+            token, choice = torch.where(experts == e)
+            if len(token):
+                out.index_add_(0, token, mlp(x[token]) * (weights[token, choice, None] if scale else 1.0))
+        return out
+
     with pytest.raises(ExerciseFailed, match="called [0-9]+ times"):
         check_dispatch(token_loop)
     with pytest.raises(ExerciseFailed, match="dispatch: wrong"):
-        check_dispatch(lambda x, weights, experts, mlps: dispatch(x, torch.ones_like(weights), experts, mlps))
-    check_dispatch(dispatch)
+        check_dispatch(lambda *args: grouped(*args, scale=False))
+    check_dispatch(grouped)
 
-    def per_layer_mean(logits, num_experts, top_k):  # averages per-layer losses instead of pooling the layers
-        return torch.stack([load_balancing_loss([lg], num_experts, top_k) for lg in logits]).mean()
+    def aux(logits, num_experts, top_k, pooled=True):
+        def one(group):
+            probs = torch.cat([lg.softmax(-1) for lg in group])
+            chosen = torch.nn.functional.one_hot(probs.topk(top_k, -1).indices, num_experts).sum(1).float()
+            return num_experts * (chosen.mean(0) * probs.mean(0)).sum()
+        return one(logits) if pooled else torch.stack([one([lg]) for lg in logits]).mean()
 
-    with pytest.raises(ExerciseFailed, match="load_balancing_loss: wrong on input 2"):
-        check_load_balancing_loss(per_layer_mean)
-    check_load_balancing_loss(load_balancing_loss)
+    with pytest.raises(ExerciseFailed, match="load_balancing_loss: wrong on input 2"):  # averages per-layer losses
+        check_load_balancing_loss(lambda *args: aux(*args, pooled=False))
+    check_load_balancing_loss(aux)
 
 
 # Full models: dense layers among sparse ones (decoder_sparse_step, mlp_only_layers), tied and untied, GQA and MHA.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import Qwen2Config
@@ -10,7 +12,8 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding, apply
 
 from qwen_min.config import QwenConfig
 from qwen_min.course.exercises import ExerciseFailed
-from qwen_min.course.exercises.ch02_rope import check_inv_freq, check_rope_at_positions
+from qwen_min.course.exercises import ch02_rope as ex
+from qwen_min.course.exercises.ch02_rope import check_rope_at_positions
 from qwen_min.model.rope import RotaryEmbedding, apply_rope, default_inv_freq, rope_frequencies
 
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}
@@ -87,22 +90,48 @@ def test_scores_depend_only_on_relative_position(theta):
     assert abs(scores[(5, 2)] - scores[(7, 7)]) > 1e-3  # and it does depend on the offset
 
 
-def test_rope_exercise_checkers_accept_reference_and_reject_wrong_answers():
-    check_inv_freq(default_inv_freq)
-    with pytest.raises(ExerciseFailed):
-        check_inv_freq(lambda d, theta: 1.0 / theta ** (torch.arange(d // 2).float() / d))  # forgot the factor 2
-
-    def rope(x, positions, theta):
-        angles = positions[..., None].float() * default_inv_freq(x.shape[-1], theta)
-        angles = torch.cat((angles, angles), -1)
-        return apply_rope(x, angles.cos(), angles.sin())
+def test_rope_exercise_checkers_accept_hand_written_answers_and_reject_wrong_ones():
+    def rope(x, positions, theta):  # written out: no qwen_min.model.rope inside
+        d = x.shape[-1]
+        angles = positions[:, None, :, None].float() / theta ** (torch.arange(0, d, 2).float() / d)
+        first, second = x[..., : d // 2], x[..., d // 2:]
+        return torch.cat((first * angles.cos() - second * angles.sin(), second * angles.cos() + first * angles.sin()), -1)
 
     def interleaved(x, positions, theta):  # the original paper's pairing, not Qwen's
-        angles = positions[:, None, :, None].float() * default_inv_freq(x.shape[-1], theta)
+        d = x.shape[-1]
+        angles = positions[:, None, :, None].float() / theta ** (torch.arange(0, d, 2).float() / d)
         even, odd = x[..., 0::2], x[..., 1::2]
         out = torch.stack((even * angles.cos() - odd * angles.sin(), odd * angles.cos() + even * angles.sin()), -1)
         return out.flatten(-2)
 
     check_rope_at_positions(rope)
-    with pytest.raises(ExerciseFailed):
+    with pytest.raises(ExerciseFailed, match="rope_at_positions: wrong"):
         check_rope_at_positions(interleaved)
+    with pytest.raises(ExerciseFailed, match="rope_at_positions: wrong"):
+        check_rope_at_positions(ex.buggy_rope)
+
+    def yarn(head_dim, theta, factor, original_context, truncate=True):
+        def pair_for(turns):
+            return head_dim * math.log(original_context / (turns * 2 * math.pi)) / (2 * math.log(theta))
+
+        low, high = pair_for(32), pair_for(1)
+        if truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, head_dim - 1)
+        ramp = ((torch.arange(head_dim // 2).float() - low) / max(high - low, 0.001)).clamp(0, 1)
+        base = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        return base / factor * ramp + base * (1 - ramp), 0.1 * math.log(factor) + 1.0
+
+    ex.check_yarn(yarn)
+    with pytest.raises(ExerciseFailed, match="yarn: wrong"):  # ramp ends not rounded to whole pairs
+        ex.check_yarn(lambda *args: yarn(*args, truncate=False))
+    with pytest.raises(ExerciseFailed, match="yarn: wrong"):  # no attention factor
+        ex.check_yarn(lambda *args: (yarn(*args)[0], 1.0))
+
+
+def test_rope_permutation_prediction():
+    assert ex.measured_permutation_effect() == (False, True)
+    ex.check_permutation(lambda: (False, True))
+    for wrong in [(True, True), (False, False), "no"]:
+        with pytest.raises(ExerciseFailed, match="you predicted"):
+            ex.check_permutation(lambda: wrong)

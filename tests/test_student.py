@@ -2,17 +2,22 @@
 
 For every chapter notebook: the solution cells, taken from the committed notebook, pass their
 checkers; the stubs of the student edition fail them with "not implemented yet"; every other cell
-is copied unchanged. One fast student notebook is executed to show it runs up to its first exercise.
+is copied unchanged. For every chapter's checker module: each answer listed in its
+PACKAGE_EQUIVALENTS (the package's own function passed straight in) is refused by its checker.
+One fast student notebook is executed to show it runs up to its first exercise.
 """
 
 import ast
 import contextlib
+import importlib
 import io
+import pkgutil
 from pathlib import Path
 
 import nbformat
 import pytest
 
+import qwen_min.course.exercises as exercises
 from qwen_min.course.exercises import ExerciseFailed
 from qwen_min.course.student import EXERCISE_TAG, SOLUTION_TAG, STUB, stub_source, student_edition, unresolved_paths
 
@@ -133,6 +138,26 @@ def test_checkers_pass_the_solutions_and_fail_the_stubs(path):
         assert isinstance(verdict, str) and verdict.startswith("✓"), (call, verdict)
     for call, verdict in stubs:
         assert isinstance(verdict, ExerciseFailed) and "not implemented yet" in str(verdict), (call, verdict)
+
+
+CHECKER_MODULES = sorted(m.name for m in pkgutil.iter_modules(exercises.__path__) if m.name[:2] == "ch")
+
+
+def test_every_chapter_with_exercises_has_a_checker_module():
+    assert {p.stem[:2] for p in WITH_EXERCISES} <= {name[2:4] for name in CHECKER_MODULES}
+
+
+@pytest.mark.parametrize("module", CHECKER_MODULES)
+def test_checkers_refuse_the_package_s_own_function(module):
+    """The convention of qwen_min/course/exercises/__init__.py: each module lists, per checker, answers that only
+    call the package's implementation; the checker must refuse every one of them."""
+    mod = importlib.import_module(f"{exercises.__name__}.{module}")
+    assert hasattr(mod, "PACKAGE_EQUIVALENTS"), f"{module} defines no PACKAGE_EQUIVALENTS ({{}} if none applies)"
+    for check_name, answers in mod.PACKAGE_EQUIVALENTS.items():
+        check = getattr(mod, check_name)
+        for answer in answers:
+            with pytest.raises(ExerciseFailed, match="calls the package's own"):
+                check(answer)
 
 
 def test_student_notebook_runs_up_to_its_first_exercise(tmp_path):

@@ -303,12 +303,25 @@ def test_no_reference_library_imported_at_run_time(official_tokenizer_dir):
 
 
 def test_exercise_checkers_reject_wrong_answers():
+    import codecs
+
     from qwen_min.course.exercises import ExerciseFailed
     from qwen_min.course.exercises import ch01_tokenizer as ch
 
-    with pytest.raises(ExerciseFailed):
-        ch.check_bytes_to_unicode(lambda: {b: chr(b + 256) for b in range(256)})
-    with pytest.raises(ExerciseFailed):
-        ch.check_merge(lambda ids, pair, new: [new if i == pair[0] else i for i in ids])
-    with pytest.raises(ExerciseFailed):
-        ch.check_bpe(lambda word, ranks: word)  # never merges
+    ch.check_token_count(lambda: len(ch.official_tokenizer().encode(ch.PREDICT_TEXT)))
+    with pytest.raises(ExerciseFailed, match="you predicted 9"):  # one token per word
+        ch.check_token_count(lambda: 9)
+    ch.check_decode(lambda tok, ids: b"".join(tok.token_bytes(i) for i in ids).decode("utf-8", errors="replace"))
+    with pytest.raises(ExerciseFailed, match="decode: wrong"):  # decodes token by token: cut characters become U+FFFD
+        ch.check_decode(ch.buggy_decode)
+
+    def stream(tok, ids):  # the standard library's incremental decoder, one id at a time
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return [utf8.decode(tok.token_bytes(i)) for i in ids] + [utf8.decode(b"", final=True)]
+
+    ch.check_stream(stream)
+    with pytest.raises(ExerciseFailed, match="stream: wrong"):  # no holding back
+        ch.check_stream(lambda tok, ids: [tok.token_bytes(i).decode("utf-8", errors="replace") for i in ids] + [""])
+    with pytest.raises(ExerciseFailed, match="stream: wrong"):  # drops what is left at the end
+        ch.check_stream(lambda tok, ids: stream(tok, ids)[:-1] + [""])
+

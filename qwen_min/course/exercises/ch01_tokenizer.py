@@ -1,9 +1,9 @@
-"""Checkers for the exercises of notebooks/01_tokenizer.ipynb (the reference is qwen_min.tokenizer.bpe / bpe_train).
+"""Checkers for the exercises of notebooks/01_tokenizer.ipynb (the reference is qwen_min.tokenizer.bpe).
 
-1. `check_bytes_to_unicode(fn)`: fn() -> {byte: printable character}, GPT-2's byte-to-unicode map.
-2. `check_merge(fn)`: fn(ids, pair, new_id) -> ids with every (left, right) occurrence replaced, left to right.
-3. `check_bpe(fn)`: fn(word, ranks) -> tokens: BPE on a list of byte-level characters with the official
-   merge ranks {(left, right): rank}, merging the lowest rank first until no merge applies.
+    from qwen_min.course.exercises import ch01_tokenizer as ex
+    ex.check_token_count(my_prediction)   # predict: my_prediction() -> how many ids tok.encode(ex.PREDICT_TEXT) gives
+    ex.check_decode(my_decode)            # debug:   my_decode(tok, ids) -> text; ex.buggy_decode holds the planted bug
+    ex.check_stream(my_stream)            # build:   my_stream(tok, ids) -> one text piece per id, then the held-back rest
 """
 
 from __future__ import annotations
@@ -11,47 +11,75 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-from qwen_min.bench.corpus import TRICKY
-from qwen_min.course.exercises import compare
+from qwen_min.course.exercises import compare, judge_prediction, prediction
 from qwen_min.paths import official_tokenizer_dir
-from qwen_min.tokenizer.bpe import BYTE_TO_CHAR, CHAR_TO_BYTE, Tokenizer, bytes_to_token_string, bytes_to_unicode
-from qwen_min.tokenizer.train import _merge_word
+from qwen_min.tokenizer.bpe import BYTE_TO_CHAR, StreamingDecoder, Tokenizer
+
+PREDICT_TEXT = "In 2024, 1234567 people said: naïve café 🙂"
+# texts whose tokens cut characters in two (emoji, CJK), and bytes that never form valid UTF-8
+_TEXTS = ["Hello world", "😂👩‍💻 汉字", "naïve café, 1234 ✓", "床前明月光，疑是地上霜。", "🤖🦾 robots", "a\u0301e\u0301"]
 
 
 @lru_cache(maxsize=1)
-def _official():
-    tok = Tokenizer.from_pretrained(official_tokenizer_dir())
-    ranks = {pair: rank for rank, pair in enumerate(tok.merges)}
-    return tok, ranks
+def official_tokenizer() -> Tokenizer:
+    return Tokenizer.from_pretrained(official_tokenizer_dir())
 
 
-def check_bytes_to_unicode(fn) -> None:
-    compare("bytes_to_unicode", lambda: dict(fn()), bytes_to_unicode, [()],
-            hint="bytes 33-126, 161-172 and 174-255 map to themselves; the other 68, in byte order, to chr(256 + n).")
+def _id_sequences(tok: Tokenizer) -> list[list[int]]:
+    byte_id = {b: tok.vocab[c] for b, c in BYTE_TO_CHAR.items()}
+    seqs = [tok.encode(t) for t in _TEXTS]
+    seqs.append([byte_id[0xF0], byte_id[0x9F]] + tok.encode(" ok"))  # a 4-byte character cut after 2 bytes
+    seqs.append([byte_id[0x80], byte_id[0xC3]] + tok.encode("x") + [byte_id[0xE4], byte_id[0xB8]])  # stray bytes
+    seqs.append(tok.encode("<|im_start|>user\n你好<|im_end|>", allowed_special="all"))
+    rng = random.Random(1)
+    for _ in range(20):  # random cuts through a multi-byte text
+        ids = tok.encode("".join(rng.choice(_TEXTS) for _ in range(3)))
+        i = rng.randrange(len(ids))
+        seqs.append(ids[i:i + rng.randrange(1, 8)])
+    return seqs
 
 
-def check_merge(fn) -> None:
-    rng = random.Random(0)
-    inputs = [([1, 2, 3, 1, 2], (1, 2), 9), ([5, 5, 5, 5, 5], (5, 5), 7), ([], (1, 2), 3), ([1, 2], (2, 1), 4)]
-    inputs += [([rng.randrange(4) for _ in range(rng.randint(0, 20))], (rng.randrange(4), rng.randrange(4)), 99)
-               for _ in range(200)]
-    compare("merge", lambda ids, pair, new: list(fn(list(ids), pair, new)),
-            lambda ids, pair, new: _merge_word(ids, *pair, new, []), inputs,
-            hint="scan left to right; after replacing a pair, skip both of its elements (so 5 5 5 -> 7 5).")
+def check_token_count(student_fn) -> None:
+    """student_fn() -> your prediction of len(tok.encode(PREDICT_TEXT)) with the official tokenizer."""
+    guess = prediction("token count", student_fn)
+    measured = len(official_tokenizer().encode(PREDICT_TEXT))
+    judge_prediction("token count", guess, measured, isinstance(guess, int) and abs(guess - measured) <= 3,
+                     "Look again at how the pre-tokenizer cuts numbers, and at what happens to a space before "
+                     "a digit.")
 
 
-def check_bpe(fn) -> None:
+def buggy_decode(tok: Tokenizer, ids: list[int]) -> str:
+    """Ids -> text (one planted bug)."""
+    return "".join(tok.token_bytes(i).decode("utf-8", errors="replace") for i in ids)
 
-    tok, ranks = _official()
-    pieces = [p for text in TRICKY for p in tok.pattern.findall(text)]
-    pieces += ["Hello", " world", " tokenization", "自然语言处理", " unbelievably", "    ", "ération"]
-    pieces = random.Random(0).sample(pieces, len(pieces))
 
-    def reference(word, ranks):
-        piece = bytes(CHAR_TO_BYTE[c] for c in word).decode("utf-8")
-        return [bytes_to_token_string(tok.token_bytes(i)) for i in tok._bpe(piece)]
+def check_decode(student_fn) -> None:
+    """student_fn(tok, ids) -> text, with U+FFFD for bytes that are not valid UTF-8, as Tokenizer.decode."""
+    tok = official_tokenizer()
+    compare("decode", student_fn, lambda t, ids: t.decode(ids), [(tok, ids) for ids in _id_sequences(tok)],
+            hint="a token is a run of bytes, and a character may be spread over two tokens: where must the bytes "
+                 "be turned into text?",
+            forbidden=[Tokenizer.decode, StreamingDecoder.push, StreamingDecoder.flush])
 
-    inputs = [([BYTE_TO_CHAR[b] for b in p.encode("utf-8")], ranks) for p in pieces]
-    compare("bpe", lambda word, ranks: list(fn(list(word), ranks)), reference, inputs,
-            hint="each step: among adjacent pairs that are in `ranks`, merge the one with the lowest rank; "
-                 "stop when no adjacent pair is in `ranks`.")
+
+def _stream_reference(tok: Tokenizer, ids: list[int]) -> list[str]:
+    stream = StreamingDecoder(tok)
+    return [stream.push(i) for i in ids] + [stream.flush()]
+
+
+def check_stream(student_fn) -> None:
+    """student_fn(tok, ids) -> list of len(ids) + 1 strings: the text each id completes ('' while a character is
+    incomplete), then what is left at the end of the stream (U+FFFD per incomplete character)."""
+    tok = official_tokenizer()
+    compare("stream", lambda t, ids: list(student_fn(t, ids)), _stream_reference,
+            [(tok, ids) for ids in _id_sequences(tok)],
+            hint="keep the bytes that do not yet form a whole character for the next id; the first byte of a "
+                 "UTF-8 character says how many bytes it needs, and a byte that cannot start or continue one "
+                 "is replaced at once. The pieces must join to tok.decode(ids).",
+            forbidden=[Tokenizer.decode, StreamingDecoder.push, StreamingDecoder.flush])
+
+
+PACKAGE_EQUIVALENTS = {
+    "check_decode": [lambda t, ids: t.decode(ids)],
+    "check_stream": [_stream_reference],
+}

@@ -1,25 +1,85 @@
 """Checkers for the exercises of notebook 03_attention.
 
-    from qwen_min.course.exercises.ch03_attention import check_causal_mask, check_gqa_attention, check_kv_cache_bytes
-    check_causal_mask(my_mask)             # my_mask(t) -> bool (t, t), True where query i may see key j
-    check_gqa_attention(my_attention)      # my_attention(q, k, v) -> causal GQA output
-    check_kv_cache_bytes(my_bytes)         # my_bytes(cfg, bytes_per_element) -> bytes per token of context
+    from qwen_min.course.exercises import ch03_attention as ex
+    ex.check_padded_mask(my_mask)            # build:   my_mask(attention_mask (b, t) of 0/1) -> bool (b, 1, t, t)
+    ex.check_no_mask_loss(my_prediction)     # predict: my_prediction() -> "A", "B" or "C" (see the notebook)
+    ex.check_gqa_attention(my_attention)     # debug:   my_attention(q, k, v) -> causal GQA output; ex.buggy_gqa has the bug
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
-from qwen_min.config import OFFICIAL_SIZES, QwenConfig
-from qwen_min.course.exercises import compare
-from qwen_min.model.attention import attention_mask_for, eager_attention
+from qwen_min.course.exercises import compare, judge_prediction, prediction
+from qwen_min.model.attention import attention_mask_for, eager_attention, sdpa_attention
 
 
-def check_causal_mask(student) -> None:
-    """student(t) -> torch.bool tensor (t, t), True where query i may attend to key j (j <= i)."""
-    reference = lambda t: attention_mask_for(t, 0, torch.ones(1, t), torch.device("cpu"))[0, 0]  # no padding: plain causal
-    compare("causal_mask", student, reference, [(1,), (2,), (5,), (9,)],
-            hint="a token sees itself and everything before it: the lower triangle, diagonal included (torch.tril).")
+def _padded_mask_reference(attention_mask: torch.Tensor) -> torch.Tensor:
+    return attention_mask_for(attention_mask.shape[1], 0, attention_mask, attention_mask.device)
+
+
+def check_padded_mask(student) -> None:
+    """student(attention_mask (b, t), 1 = real token, 0 = left padding) -> bool (b, 1, t, t), True where query i may
+    attend to key j."""
+    g = torch.Generator().manual_seed(3)
+    inputs = [(torch.ones(1, 4, dtype=torch.long),), (torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]),)]
+    for b, t in [(3, 6), (4, 9)]:
+        lengths = torch.randint(1, t + 1, (b,), generator=g)
+        inputs.append(((torch.arange(t)[None] >= t - lengths[:, None]).long(),))
+    compare("padded_mask", student, _padded_mask_reference, inputs,
+            hint="two conditions for a key: it is not in the future, and it is a real token. Then look at the rows "
+                 "of padding queries: a softmax over nothing is NaN, so what may such a query see?",
+            forbidden=[attention_mask_for])
+
+
+def measured_no_mask_loss(steps: int = 150, vocab: int = 64, t: int = 16) -> tuple[float, float]:
+    """Train the same one-layer attention model twice on random tokens, with and without the causal mask.
+    Returns the final next-token losses (with mask, without mask)."""
+    results = []
+    for causal in (True, False):
+        torch.manual_seed(3)
+        d = 32
+        embed, pos = torch.nn.Embedding(vocab, d), torch.nn.Parameter(torch.randn(t, d) * 0.1)
+        qkv, head = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, vocab)
+        params = [*embed.parameters(), pos, *qkv.parameters(), *head.parameters()]
+        opt = torch.optim.Adam(params, lr=1e-2)
+        data = torch.Generator().manual_seed(4)
+        for _ in range(steps):
+            ids = torch.randint(0, vocab, (32, t), generator=data)  # uniform random tokens: nothing to learn honestly
+            x = embed(ids) + pos
+            q, k, v = qkv(x).chunk(3, dim=-1)
+            x = x + F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            loss = F.cross_entropy(head(x)[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        results.append(loss.item())
+    return results[0], results[1]
+
+
+def check_no_mask_loss(student) -> None:
+    """student() -> "A", "B" or "C": after training without the causal mask on uniform random tokens (vocabulary 64,
+    ln 64 = 4.16), the loss is A: about ln 64, as with the mask; B: far below it, near 0; C: clearly above ln 64."""
+    guess = prediction("loss without the causal mask", student)
+    with_mask, without = measured_no_mask_loss()
+    measured = "A" if abs(without - math.log(64)) < 0.5 else "B" if without < 1.0 else "C"
+    judge_prediction("loss without the causal mask", guess, f"{measured} (with mask {with_mask:.2f}, "
+                     f"without {without:.2f})", str(guess).strip().upper() == measured,
+                     "Random tokens cannot be predicted from the past. What can position i read when nothing hides "
+                     "position i + 1?")
+
+
+def buggy_gqa(q, k, v):
+    """q (b, h, t, d), k and v (b, h_kv, t, d) -> (b, h, t, d), causal grouped-query attention (one planted bug)."""
+    t, d = q.shape[2], q.shape[3]
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)  # (b, h, t, d)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d)  # (b, h, t, t)
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    return scores.masked_fill(~causal, float("-inf")).softmax(-1) @ v
 
 
 def check_gqa_attention(student) -> None:
@@ -29,13 +89,12 @@ def check_gqa_attention(student) -> None:
     for b, h, h_kv, t, d in [(1, 1, 1, 4, 8), (2, 4, 4, 6, 8), (2, 4, 2, 5, 16), (1, 6, 2, 7, 8), (2, 7, 1, 3, 4)]:
         inputs.append(tuple(torch.randn(b, n, t, d, generator=g) for n in (h, h_kv, h_kv)))
     compare("gqa_attention", student, lambda q, k, v: eager_attention(q, k, v, None), inputs, atol=1e-5,
-            hint="query head i uses key/value head i // (h // h_kv) (repeat_interleave on dim 1); "
-                 "scale scores by 1/sqrt(d) and mask the future before the softmax.")
+            hint="it passes when every query head has its own K/V head, or when there is one K/V head for all: "
+                 "print which K/V head each query head ends up reading when there are 2 K/V heads for 4 query heads.",
+            forbidden=[eager_attention, sdpa_attention])
 
 
-def check_kv_cache_bytes(student) -> None:
-    """student(cfg, bytes_per_element) -> bytes the KV cache needs per token of context."""
-    inputs = [(QwenConfig.from_name(name), n) for name in OFFICIAL_SIZES for n in (2, 4)]
-    inputs.append((QwenConfig.from_name("tiny", num_key_value_heads=4), 4))
-    compare("kv_cache_bytes", student, lambda cfg, n: cfg.kv_cache_bytes_per_token(n), inputs,
-            hint="keys and values (x2), for every layer, for every key/value head (not query head), head_dim wide.")
+PACKAGE_EQUIVALENTS = {
+    "check_padded_mask": [_padded_mask_reference],
+    "check_gqa_attention": [lambda q, k, v: eager_attention(q, k, v, None), lambda q, k, v: sdpa_attention(q, k, v, None)],
+}

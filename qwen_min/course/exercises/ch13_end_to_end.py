@@ -17,7 +17,7 @@ from qwen_min.config import QwenConfig
 from qwen_min.course.exercises import compare
 from qwen_min.generation import generate
 from qwen_min.model.qwen import Qwen
-from qwen_min.tasks.checkable import check_last_number, make_examples, prompt_ids, reply_text
+from qwen_min.tasks.checkable import Example, check_last_number, evaluate, make_examples, prompt_ids, reply_text
 from qwen_min.tokenizer.chat_template import render
 from qwen_min.tokenizer.train import train_bpe
 from qwen_min.train.dpo import dpo_loss
@@ -33,9 +33,10 @@ def check_number_checker(student) -> None:
         reply = rng.choice([f"{a} + {b} = {a + b}. The answer is {a + b}.", f"{a + b}", f"It is {a + b}, not {c}",
                             f"The answer is {c}. Or {a + b}?", f"{a}, {b} and {a + b}"])
         inputs.append((reply, str(rng.choice([a + b, c]))))
-    compare("number_checker", student, check_last_number, inputs,
-            hint="when the reply says 'answer is', the answer is the first integer after its last 'answer is'; "
-                 "otherwise the last integer of the reply (re.findall(r'-?\\d+', ...)). No number: wrong.")
+    compare("number_checker", student, check_last_number, inputs, forbidden=[check_last_number],
+            hint="look at the failing reply: which of its numbers is the one a reader takes as the answer? Think of "
+                 "replies that show their working, replies that say 'answer is' more than once, negative numbers "
+                 "and replies with no number at all.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,11 +65,14 @@ def check_chat_reply(student) -> None:
     conversations = [ex.prompt_messages for ex in make_examples(["add", "sort"], "test", 2, seed=10)]
     conversations.append([{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Reverse: a, b"}])
     inputs = [(model, tok, messages, n) for messages, n in zip(conversations, [8, 12, 16, 10, 6])]
-    compare("chat_reply", student, _reference_reply, inputs,
-            hint="render the conversation with tok.render_chat(messages, add_generation_prompt=True) (the reply starts "
-                 "after '<|im_start|>assistant\\n'), encode it with allowed_special='all' so <|im_start|> is one token, "
-                 "generate greedily (temperature 0) stopping at tok.stop_ids, and decode only the new ids, skipping "
-                 "special tokens.")
+    compare("chat_reply", student, _reference_reply, inputs, forbidden=[prompt_ids, evaluate],
+            hint="the model continues text: what must the prompt end with for its next tokens to be the assistant's "
+                 "turn, and are the control tokens in the prompt one id each? Stop where the turn ends, and return only "
+                 "what the model wrote, without control tokens.")
+
+
+def _reference_accuracy(*args):
+    return dpo_loss(*args)[1]["rewards/accuracies"]
 
 
 def check_preference_accuracy(student) -> None:
@@ -85,6 +89,15 @@ def check_preference_accuracy(student) -> None:
     inputs.append((shifted - 1, shifted - 1, shifted, shifted, 0.1))  # both answers lost the same: ties again
     inputs.append((torch.tensor([-5.0, -6.0]), torch.tensor([-9.0, -8.0]), torch.tensor([-4.0, -4.0]),
                    torch.tensor([-9.0, -9.0]), 0.1))  # raw log-probs favour chosen, the implicit rewards do not always
-    compare("preference_accuracy", student, lambda *args: dpo_loss(*args)[1]["rewards/accuracies"], inputs, atol=1e-6,
-            hint="the implicit reward of an answer is beta * (policy log-prob - reference log-prob); a pair is won when "
-                 "the chosen answer's reward is strictly larger (a tie is not a win); return the mean as a float.")
+    compare("preference_accuracy", student, _reference_accuracy, inputs, atol=1e-6, forbidden=[dpo_loss],
+            hint="DPO scores an answer by how much more likely the policy makes it than the reference does, not by "
+                 "its raw log-prob; a pair counts as won only when the chosen answer scores strictly higher.")
+
+
+PACKAGE_EQUIVALENTS = {
+    "check_number_checker": [check_last_number],
+    "check_chat_reply": [_reference_reply, lambda model, tok, messages, n: evaluate(
+        model, tok, [Example("add", [*messages, {"role": "assistant", "content": ""}], "")], max_new_tokens=n)
+        ["replies"][0][1]],
+    "check_preference_accuracy": [_reference_accuracy],
+}
