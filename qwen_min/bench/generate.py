@@ -16,10 +16,16 @@ Design choices
   `--repeats` runs, engines interleaved, so a busy machine hurts both alike. Speeds are
   reported as ratios qwen_min / transformers; absolute numbers only say what this machine did.
 - Decode is memory-bound: each new token reads every weight matrix once (the embedding
-  table excepted: one row). bytes per token / measured bandwidth (a 256 MB `sum`, FACTS.md
-  section 3) is the speed no engine can beat in that dtype.
+  table excepted: one row). bytes per token / measured bandwidth (a 256 MB `sum`,
+  measured in the same run) is the speed no engine can beat in that dtype.
 - Peak memory: CPU peak resident set (Linux VmHWM, reset before each run through
   /proc/self/clear_refs), CUDA `max_memory_allocated`. It includes the shared weights.
+- `--quantize fp32,bf16,int8,int4 --batch 1,8,32` compares weight formats instead of engines
+  (qwen_min only; int8/int4 are `qm.quantize`'s weight-only kernels): prefill and decode tokens/s
+  per batch size (tokens of all rows together), peak memory, and each format's floor, bandwidth /
+  bytes of weights per step (one step serves the whole batch, so the floor is per step = per row).
+  Each format is loaded afresh, but its peak is the process's high-water mark since the reset,
+  which can include memory freed by earlier formats and kept by the allocator.
 - llama.cpp, if `llama_cpp` is importable and the checkpoint is a GGUF, decodes the same
   prompt from the quantised file (it does not dequantise) for reference.
 """
@@ -31,10 +37,11 @@ from pathlib import Path
 
 import torch
 
-from qwen_min.checkpoints.fetch import default_checkpoint
+from qwen_min.checkpoints.fetch import resolve_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained
 from qwen_min.generation import generate
 from qwen_min.paths import official_tokenizer_dir
+from qwen_min.quant.quantize import quantize, weight_bytes
 from qwen_min.tokenizer.bpe import Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -43,12 +50,14 @@ PROMPT_TEXT = ("Large language models read a prompt all at once, then write thei
 
 
 def add_arguments(p):
-    p.add_argument("--checkpoint", help="a .gguf file or Hugging Face folder (default: the fetched Qwen2.5-Coder-0.5B-Instruct)")
+    p.add_argument("--checkpoint", help="0.5B (default), 1.5B (fetched on first use), a .gguf file or a Hugging Face folder")
     p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2, help="runs per engine and figure; the best counts")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quantize", help="compare weight formats instead of engines: a comma list of fp32,bf16,int8,int4")
+    p.add_argument("--batch", default="1", help="with --quantize: comma list of batch sizes (default 1), e.g. 1,8,32")
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -165,17 +174,76 @@ def llama_cpp_decode(path: Path, prompt: list[int], new_tokens: int) -> float | 
     return (new_tokens - 1) / (time.perf_counter() - first)
 
 
+# ---------------------------------------------------------------------------- weight formats
+FORMATS = ("fp32", "bf16", "int8", "int4")
+
+
+def _csv(text: str, what: str, parse=str) -> list:
+    try:
+        return [parse(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--{what} takes a comma list, got {text!r}") from None
+
+
+def _batch_speed(model, rows: list[list[int]], new_tokens: int, repeats: int, device: str) -> dict:
+    """Best prefill time (1 new token) and full-run time over `repeats`, and the peak memory, for one batch."""
+    best = {"prefill_s": float("inf"), "full_s": float("inf"), "peak": 0}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            seconds, _, peak = _timed(lambda: generate(model, rows, max_new_tokens=1, stop_ids=()), device)
+            best["prefill_s"] = min(best["prefill_s"], seconds)
+            seconds, _, peak_full = _timed(lambda: generate(model, rows, max_new_tokens=new_tokens, stop_ids=()), device)
+            best["full_s"], best["peak"] = min(best["full_s"], seconds), max(best["peak"], peak, peak_full)
+    return best
+
+
+def run_formats(args, checkpoint: Path, prompt: list[int], bandwidth: float) -> None:
+    """Prefill / decode tokens/s per format and batch size, peak memory, and each format's bandwidth floor."""
+    formats, batches = _csv(args.quantize, "quantize"), _csv(args.batch, "batch", int)
+    if not formats or set(formats) - set(FORMATS):
+        raise ValueError(f"--quantize takes a comma list of {', '.join(FORMATS)}, got {args.quantize!r}")
+    if not batches or min(batches) < 1:
+        raise ValueError(f"--batch takes a comma list of positive sizes, got {args.batch!r}")
+    header = (f"{'format':7} {'batch':>5} {'prefill tok/s':>13} {'decode tok/s':>12} {'per row':>8} {'peak memory':>11} "
+              f"{'floor (steps/s)':>15} {'of floor':>8}")
+    print(header)
+    print("-" * len(header))
+    decode = {}
+    for fmt in formats:
+        model = from_pretrained(checkpoint, dtype=torch.bfloat16 if fmt == "bf16" else torch.float32, device=args.device)
+        if fmt in ("int8", "int4"):
+            quantize(model, fmt)
+        floor = bandwidth / weight_bytes(model)
+        for b in batches:
+            best = _batch_speed(model, [prompt] * b, args.new_tokens, args.repeats, args.device)
+            step_s = max(best["full_s"] - best["prefill_s"], 1e-9) / (args.new_tokens - 1)
+            decode[fmt, b] = b / step_s
+            print(f"{fmt:7} {b:5} {b * len(prompt) / best['prefill_s']:13.1f} {b / step_s:12.2f} {1 / step_s:8.2f} "
+                  f"{best['peak'] / 2**30:9.2f} GB {floor:15.2f} {1 / step_s / floor:8.0%}")
+        del model
+    for b in batches:
+        if ("bf16", b) in decode:
+            ratios = ", ".join(f"{fmt} {decode[fmt, b] / decode['bf16', b]:.2f}x" for fmt in formats if fmt != "bf16")
+            print(f"batch {b}: decode speed vs bf16: {ratios}")
+
+
 # ---------------------------------------------------------------------------- the command
 def run(args):
 
     if args.prompt_tokens < 1 or args.new_tokens < 2 or args.repeats < 1:
         raise ValueError("--prompt-tokens >= 1, --new-tokens >= 2 and --repeats >= 1 are needed")
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    checkpoint = resolve_checkpoint(args.checkpoint)
     tokenizer = Tokenizer.from_pretrained(official_tokenizer_dir())
     text = PROMPT_TEXT * (args.prompt_tokens // 20 + 1)
     prompt = tokenizer.encode(text)[:args.prompt_tokens]
     print(f"qwen-min bench generate: {checkpoint.name}, prompt {len(prompt)} tokens, {args.new_tokens} new tokens (greedy), "
           f"{args.device}, {torch.get_num_threads()} threads")
+    if args.quantize:
+        bandwidth = memory_bandwidth(args.device)
+        print(f"memory bandwidth (sum over 256 MB): {bandwidth / 1e9:.1f} GB/s")
+        run_formats(args, checkpoint, prompt, bandwidth)
+        _llama_cpp_line(checkpoint, prompt, args.new_tokens)
+        return 0
     model = from_pretrained(checkpoint, dtype=torch.float32, device=args.device)
     bandwidth = memory_bandwidth(args.device)
     print(f"memory bandwidth (sum over 256 MB): {bandwidth / 1e9:.1f} GB/s")
@@ -196,7 +264,11 @@ def run(args):
               f"same tokens: {'yes' if ours['tokens'] == theirs['tokens'] else 'NO'}")
         print(f"{'':9} {'floor':13} {'':13} {floor:12.2f}   bandwidth / {bytes_per_token(model) / 1e9:.2f} GB per token; "
               f"qwen_min decodes at {ours['decode_tok_s'] / floor:.0%} of it")
+    _llama_cpp_line(checkpoint, prompt, args.new_tokens)
+
+
+def _llama_cpp_line(checkpoint: Path, prompt: list[int], new_tokens: int) -> None:
     if checkpoint.suffix == ".gguf":
-        speed = llama_cpp_decode(checkpoint, prompt, args.new_tokens)
-        print(f"llama.cpp on the quantised GGUF: {speed:.2f} decode tok/s" if speed is not None
+        speed = llama_cpp_decode(checkpoint, prompt, new_tokens)
+        print(f"llama.cpp on the quantised GGUF: {speed:.2f} decode tok/s (batch 1)" if speed is not None
               else "llama.cpp: llama_cpp is not importable, skipped")
