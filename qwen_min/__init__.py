@@ -18,6 +18,7 @@ _EXPORTS = {
     # configuration and the default checkpoint
     "QwenConfig": "qwen_min.config",
     "default_checkpoint": "qwen_min.checkpoints.fetch",
+    "resolve_checkpoint": "qwen_min.checkpoints.fetch",
     # chapter 1: tokenizer
     "Tokenizer": "qwen_min.tokenizer.bpe",
     "StreamingDecoder": "qwen_min.tokenizer.bpe",
@@ -39,6 +40,12 @@ _EXPORTS = {
     "merge_lora": "qwen_min.train.lora",
     # chapter 10: DPO
     "dpo_loss": "qwen_min.train.dpo",
+    # chapter 7: quantisation
+    "quantize": "qwen_min.quant.quantize",
+    "save_gguf": "qwen_min.checkpoints.gguf_writer",
+    # chapter 11: reward model and GRPO
+    "RewardModel": "qwen_min.model.reward",
+    "grpo_loss": "qwen_min.train.grpo",
 }
 
 __all__ = list(_EXPORTS)

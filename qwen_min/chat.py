@@ -27,9 +27,10 @@ import sys
 
 import torch
 
-from qwen_min.checkpoints.fetch import default_checkpoint
+from qwen_min.checkpoints.fetch import resolve_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained
 from qwen_min.generation import chat_defaults, generate
+from qwen_min.quant.quantize import quantize
 from qwen_min.tokenizer.bpe import Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -38,9 +39,11 @@ HELP = "commands: /reset clears the history, /exit (or Ctrl-D, Ctrl-C) leaves"
 
 def add_arguments(p):
     p.add_argument("prompt", nargs="?", help="generate: the text to continue (required); chat: an optional first message")
-    p.add_argument("--checkpoint", help="a .gguf file or Hugging Face folder (default: the fetched Qwen2.5-Coder-0.5B-Instruct)")
+    p.add_argument("--checkpoint", help="0.5B (default), 1.5B (fetched on first use), a .gguf file or a Hugging Face folder")
     p.add_argument("--tokenizer", help="tokenizer folder or .gguf (default: the checkpoint's own)")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32", help="weights and activations (default float32)")
+    p.add_argument("--quantize", choices=["int8", "int4"],
+                   help="weight-only int8 / int4 (groups of 128) on torch's CPU kernels, bf16 activations (qm.quantize)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--chat", action="store_true", help="generate: wrap the prompt as a user turn of the chat template")
     p.add_argument("--system", help="system message (default: the template's own, 'You are Qwen, created by Alibaba Cloud...')")
@@ -69,9 +72,12 @@ def load(args):
     """(model, tokenizer) named by --checkpoint / --tokenizer, with progress on stderr."""
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
-    checkpoint = args.checkpoint or default_checkpoint(log=log)
+    checkpoint = resolve_checkpoint(args.checkpoint, log=log)
     log(f"loading {checkpoint} ({args.dtype}) ...")
     model = from_pretrained(checkpoint, dtype=DTYPES[args.dtype], device=args.device)
+    if args.quantize:
+        log(f"quantising to {args.quantize} ...")
+        quantize(model, args.quantize)
     tokenizer = Tokenizer.from_pretrained(args.tokenizer or checkpoint)
     return model, tokenizer
 

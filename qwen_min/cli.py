@@ -17,15 +17,27 @@ import sys
 
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args).
 COMMANDS = {
-    "fetch": ("qwen_min.checkpoints.fetch", "download and verify the default checkpoint (Qwen2.5-Coder-0.5B-Instruct GGUF)"),
-    "train-tokenizer": ("qwen_min.tokenizer.train", "train a byte-level BPE tokenizer on text files (Qwen2.5 pre-tokenizer)"),
-    "generate": ("qwen_min.chat", "continue a prompt with the model (default: greedy, the default checkpoint)"),
-    "chat": ("qwen_min.chat", "interactive chat with the model, replies streamed as they are generated"),
-    "pretrain": ("qwen_min.train.pretrain", "train a small Qwen from scratch on data/corpora (CPU, or GPUs with torchrun)"),
-    "sft": ("qwen_min.train.sft", "supervised fine-tuning in ChatML, loss on the assistant's tokens only (full or LoRA)"),
-    "make-pairs": ("qwen_min.tasks.pairs", "sample the SFT model, score answers with the task checkers, write preference pairs"),
-    "dpo": ("qwen_min.train.dpo", "direct preference optimisation of an SFT model on preference pairs (qwen-min make-pairs)"),
-    "bench": ("qwen_min.bench.command", "benchmarks, as ratios against a reference measured in the same run"),
+    "fetch": ("qwen_min.checkpoints.fetch_command",
+        "download and verify the official checkpoints (Qwen2.5-Coder-0.5B/1.5B-Instruct GGUF)"),
+    "train-tokenizer": ("qwen_min.tokenizer.train_command",
+        "train a byte-level BPE tokenizer on text files (Qwen2.5 pre-tokenizer)"),
+    "generate": ("qwen_min.chat",
+        "continue a prompt with the model (default: greedy, the default checkpoint)"),
+    "chat": ("qwen_min.chat",
+        "interactive chat with the model, replies streamed as they are generated"),
+    "pretrain": ("qwen_min.train.pretrain_command",
+        "train a small Qwen from scratch on data/corpora (CPU, or GPUs with torchrun)"),
+    "sft": ("qwen_min.train.sft_command",
+        "supervised fine-tuning in ChatML, loss on the assistant's tokens only (full or LoRA)"),
+    "make-pairs": ("qwen_min.tasks.pairs_command",
+        "sample the SFT model, score answers with the task checkers, write preference pairs"),
+    "dpo": ("qwen_min.train.dpo_command",
+        "direct preference optimisation of an SFT model on preference pairs (qwen-min make-pairs)"),
+    "grpo": ("qwen_min.train.grpo_command",
+        "online RL with GRPO: groups of sampled answers, rewards from the checkers or a reward model"),
+    "eval": ("qwen_min.eval.command", "evaluate a checkpoint: qwen-min eval humaneval (pass@1, programs run isolated)"),
+    "bench": ("qwen_min.bench.command",
+        "benchmarks, as ratios against a reference measured in the same run"),
 }
 
 

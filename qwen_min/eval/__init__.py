@@ -1,0 +1,2 @@
+"""Chapter 12: evaluation. pass@k (passk.py), isolated execution of generated programs (sandbox.py),
+HumanEval through qwen_min (humaneval.py) and the `qwen-min eval` command (command.py)."""

