@@ -21,9 +21,9 @@ COMMANDS = {
         "download and verify the official checkpoints (Qwen2.5-Coder-0.5B/1.5B-Instruct GGUF)"),
     "train-tokenizer": ("qwen_min.tokenizer.train_command",
         "train a byte-level BPE tokenizer on text files (Qwen2.5 pre-tokenizer)"),
-    "generate": ("qwen_min.chat",
+    "generate": ("qwen_min.chat_command",
         "continue a prompt with the model (default: greedy, the default checkpoint)"),
-    "chat": ("qwen_min.chat",
+    "chat": ("qwen_min.chat_command",
         "interactive chat with the model, replies streamed as they are generated"),
     "pretrain": ("qwen_min.train.pretrain_command",
         "train a small Qwen from scratch on data/corpora (CPU, or GPUs with torchrun)"),
@@ -39,6 +39,20 @@ COMMANDS = {
     "bench": ("qwen_min.bench.command",
         "benchmarks, as ratios against a reference measured in the same run"),
 }
+
+
+def add_subcommands(p, table: dict[str, tuple[str, str]]) -> None:
+    """A second level of commands (`qwen-min bench NAME`, `qwen-min eval NAME`): name -> (module, one-line help),
+    each module with add_arguments(parser) and run(args), like the first level."""
+    sub = p.add_subparsers(dest="subcommand", metavar="NAME", required=True)
+    for name, (module, help_text) in table.items():
+        q = sub.add_parser(name, help=help_text, description=help_text)
+        q.set_defaults(_submodule=module)
+        importlib.import_module(module).add_arguments(q)
+
+
+def run_subcommand(args) -> int:
+    return importlib.import_module(args._submodule).run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

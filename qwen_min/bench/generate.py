@@ -2,7 +2,7 @@
 on the same weights, dtype and prompt, in one run; peak memory; the memory-bandwidth floor.
 
     qwen-min bench generate                         # default checkpoint, fp32 then bf16
-    qwen-min bench generate --dtypes float32 --prompt-tokens 64 --new-tokens 16
+    qwen-min bench generate --dtypes fp32 --prompt-tokens 64 --new-tokens 16
 
 Design choices
 - Same weights, no second load: the transformers `Qwen2ForCausalLM` is built on the meta
@@ -38,20 +38,20 @@ from pathlib import Path
 import torch
 
 from qwen_min.checkpoints.fetch import resolve_checkpoint
-from qwen_min.checkpoints.hf import from_pretrained
+from qwen_min.checkpoints.hf import DTYPES, from_pretrained
 from qwen_min.generation import generate
 from qwen_min.paths import official_tokenizer_dir
 from qwen_min.quant.quantize import quantize, weight_bytes
 from qwen_min.tokenizer.bpe import Tokenizer
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+ENGINE_DTYPES = ("fp32", "bf16")  # the weight dtypes the two engines are compared in
 PROMPT_TEXT = ("Large language models read a prompt all at once, then write their answer one token at a time. "
                "Each new token attends to every earlier one through the key/value cache. ")
 
 
 def add_arguments(p):
     p.add_argument("--checkpoint", help="0.5B (default), 1.5B (fetched on first use), a .gguf file or a Hugging Face folder")
-    p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    p.add_argument("--dtypes", nargs="+", choices=ENGINE_DTYPES, default=list(ENGINE_DTYPES))
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2, help="runs per engine and figure; the best counts")

@@ -53,7 +53,6 @@ from qwen_min.generation import generate
 from qwen_min.tokenizer.bpe import Tokenizer
 
 N_PROBLEMS = 164
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 # EvalPlus's instruct-model prompt (evalplus/codegen.py + evalplus/provider/utility.py, make_raw_chat_prompt)
 PROMPT_NAME = "EvalPlus instruct chat prompt (make_raw_chat_prompt)"
@@ -128,10 +127,8 @@ def program(problem: dict, code: str) -> str:
 
 def load_model(checkpoint: str | Path | None, dtype: str = "fp32", log=print):
     """(model, tokenizer, checkpoint path) for "0.5B", "1.5B" or a path; the tokenizer is the checkpoint's own."""
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     path = resolve_checkpoint(checkpoint, log=log)
-    model = from_pretrained(path, dtype=DTYPES[dtype])
+    model = from_pretrained(path, dtype=dtype)
     return model, Tokenizer.from_pretrained(path), path
 
 

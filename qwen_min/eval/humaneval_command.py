@@ -14,7 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from qwen_min.eval.humaneval import DTYPES, N_PROBLEMS, evaluate, load_model, load_problems
+from qwen_min.checkpoints.hf import DTYPES
+from qwen_min.eval.humaneval import N_PROBLEMS, evaluate, load_model, load_problems
 from qwen_min.quant.quantize import quantize
 
 

@@ -3,7 +3,7 @@
     qwen-min generate "def quicksort(xs):"                # greedy completion of raw text
     qwen-min generate --chat "Explain RoPE in one line"   # the prompt as a user turn of the chat template
     qwen-min chat                                         # interactive; /reset clears the history, Ctrl-D or Ctrl-C leaves
-    qwen-min chat --system "Answer in French." --checkpoint path/to/Qwen2.5-0.5B-Instruct --dtype bfloat16
+    qwen-min chat --system "Answer in French." --checkpoint path/to/Qwen2.5-0.5B-Instruct --dtype bf16
 
 Design choices
 - Both commands share one argument set and one loader; `run` looks at the command name.
@@ -28,12 +28,11 @@ import sys
 import torch
 
 from qwen_min.checkpoints.fetch import resolve_checkpoint
-from qwen_min.checkpoints.hf import from_pretrained
+from qwen_min.checkpoints.hf import DTYPES, from_pretrained
 from qwen_min.generation import chat_defaults, generate
 from qwen_min.quant.quantize import quantize
 from qwen_min.tokenizer.bpe import Tokenizer
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HELP = "commands: /reset clears the history, /exit (or Ctrl-D, Ctrl-C) leaves"
 
 
@@ -41,7 +40,7 @@ def add_arguments(p):
     p.add_argument("prompt", nargs="?", help="generate: the text to continue (required); chat: an optional first message")
     p.add_argument("--checkpoint", help="0.5B (default), 1.5B (fetched on first use), a .gguf file or a Hugging Face folder")
     p.add_argument("--tokenizer", help="tokenizer folder or .gguf (default: the checkpoint's own)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="float32", help="weights and activations (default float32)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights and activations (default fp32)")
     p.add_argument("--quantize", choices=["int8", "int4"],
                    help="weight-only int8 / int4 (groups of 128) on torch's CPU kernels, bf16 activations (qm.quantize)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -74,7 +73,7 @@ def load(args):
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     checkpoint = resolve_checkpoint(args.checkpoint, log=log)
     log(f"loading {checkpoint} ({args.dtype}) ...")
-    model = from_pretrained(checkpoint, dtype=DTYPES[args.dtype], device=args.device)
+    model = from_pretrained(checkpoint, dtype=args.dtype, device=args.device)
     if args.quantize:
         log(f"quantising to {args.quantize} ...")
         quantize(model, args.quantize)
