@@ -23,3 +23,8 @@ def pytest_collection_modifyitems(items):
         doctest_loads = dtest is not None and any("default_checkpoint(" in ex.source for ex in dtest.examples)
         if uses_fixture or doctest_loads:
             item.add_marker(pytest.mark.slow)
+
+
+# --doctest-modules would collect the conftest files themselves as modules, and tests/ and notebooks/ each have
+# one named conftest.py; they hold no doctests, and pytest still loads them as conftests.
+collect_ignore = ["tests/conftest.py", "notebooks/conftest.py"]
