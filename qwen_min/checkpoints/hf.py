@@ -63,8 +63,8 @@ def from_pretrained(path: str | Path, dtype: torch.dtype | str = torch.float32, 
     if cfg.tie_word_embeddings:
         del expected[TIED_HEAD]
     tensors: dict[str, torch.Tensor] = {}
-    for file, names in _files_and_names(path).items():
-        tensors.update(_read_tensors(file, names, expected, dtype, device))
+    for file, names in safetensors_files(path).items():
+        tensors.update(read_tensors(file, names, expected, dtype, device))
     if cfg.tie_word_embeddings and TIED_HEAD in tensors:
         head = tensors.pop(TIED_HEAD)
         if not torch.equal(head, tensors.get(EMBEDDING, head)):
@@ -85,7 +85,7 @@ def read_config(file: Path) -> QwenConfig:
     return QwenConfig.from_hf_dict(d, source=str(file))
 
 
-def _files_and_names(folder: Path) -> dict[Path, list[str] | None]:
+def safetensors_files(folder: Path) -> dict[Path, list[str] | None]:
     """safetensors file -> the tensor names the index puts there (None: whatever the single file holds)."""
     index_file = folder / INDEX_FILE
     if index_file.exists():
@@ -102,7 +102,7 @@ def _files_and_names(folder: Path) -> dict[Path, list[str] | None]:
     raise FileNotFoundError(f"{folder}: no {SINGLE_FILE} and no {INDEX_FILE}")
 
 
-def _read_tensors(file: Path, names: list[str] | None, expected: dict[str, tuple], dtype, device) -> dict[str, torch.Tensor]:
+def read_tensors(file: Path, names: list[str] | None, expected: dict[str, tuple], dtype, device) -> dict[str, torch.Tensor]:
     """Read one safetensors file, checking every name and shape; the index's `names`, when given, must be exactly its contents."""
     if not file.exists():
         raise FileNotFoundError(f"{file}: missing (listed in {INDEX_FILE})")

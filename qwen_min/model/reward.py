@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwen_min.checkpoints.hf import CheckpointError, _files_and_names, _read_tensors, save_pretrained
+from qwen_min.checkpoints.hf import CheckpointError, read_tensors, safetensors_files, save_pretrained
 from qwen_min.config import QwenConfig
 from qwen_min.model.attention import attention_mask_for
 from qwen_min.model.qwen import Qwen, QwenModel, positions_from_mask
@@ -128,8 +128,8 @@ class RewardModel(nn.Module):
             rm = cls(cfg, pad_token_id=d.get("pad_token_id"))
         expected = {name: tuple(t.shape) for name, t in rm.state_dict().items()}
         tensors: dict[str, torch.Tensor] = {}
-        for shard, names in _files_and_names(path).items():
-            tensors.update(_read_tensors(shard, names, expected, dtype, device))
+        for shard, names in safetensors_files(path).items():
+            tensors.update(read_tensors(shard, names, expected, dtype, device))
         extra = sorted(set(tensors) - set(expected))
         missing = sorted(set(expected) - set(tensors))
         if extra or missing:
