@@ -316,3 +316,9 @@ def evaluate(model, tokenizer, examples: list[Example], max_new_tokens: int = 32
         marks = [right for ex, _, right in results if ex.task == name]
         accuracy[name] = sum(marks) / len(marks)
     return {"accuracy": accuracy, "replies": results}
+
+
+def heldout_accuracy(model, tokenizer, examples: list[Example], max_new_tokens: int = 32) -> dict[str, float]:
+    """Greedy checker accuracy per task on held-out prompts, and their mean."""
+    accuracy = evaluate(model, tokenizer, examples, max_new_tokens=max_new_tokens)["accuracy"]
+    return {**accuracy, "mean": sum(accuracy.values()) / len(accuracy)}

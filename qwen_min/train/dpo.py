@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from qwen_min.checkpoints.hf import from_pretrained, save_pretrained
 from qwen_min.model.qwen import IGNORE_INDEX, causal_lm_loss
-from qwen_min.tasks.checkable import GENERATED, evaluate, make_examples
+from qwen_min.tasks.checkable import GENERATED, heldout_accuracy, make_examples
 from qwen_min.tasks.pairs import read_pairs
 from qwen_min.tokenizer.bpe import Tokenizer
 from qwen_min.train.batches import ShuffledStream, pad_batch
@@ -285,8 +285,7 @@ def checker_accuracy(model, tok, settings: dict, pairs: list[dict]) -> dict | No
     if not names:
         return None
     examples = make_examples(names, "test", settings["eval_prompts"], seed=settings["eval_seed"])
-    accuracy = evaluate(model, tok, examples, max_new_tokens=settings["max_new_tokens"])["accuracy"]
-    return {**accuracy, "mean": sum(accuracy.values()) / len(accuracy)}
+    return heldout_accuracy(model, tok, examples, settings["max_new_tokens"])
 
 
 def check_settings(settings: dict) -> None:

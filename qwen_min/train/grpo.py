@@ -60,7 +60,7 @@ from qwen_min.checkpoints.fetch import default_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained, save_pretrained
 from qwen_min.generation import generate
 from qwen_min.model.reward import RewardModel
-from qwen_min.tasks.checkable import GENERATED, TASKS, Example, evaluate, make_examples, prompt_ids, reply_text
+from qwen_min.tasks.checkable import GENERATED, TASKS, Example, heldout_accuracy, make_examples, prompt_ids, reply_text
 from qwen_min.tokenizer.bpe import Tokenizer
 from qwen_min.train.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
 from qwen_min.train.settings import require, require_positive, save_settings, train_config
@@ -368,12 +368,6 @@ class GRPORollouts:
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
-
-
-def heldout_accuracy(model, tokenizer, examples: list[Example], max_new_tokens: int = 32) -> dict[str, float]:
-    """Greedy checker accuracy per task on held-out prompts, and their mean."""
-    accuracy = evaluate(model, tokenizer, examples, max_new_tokens=max_new_tokens)["accuracy"]
-    return {**accuracy, "mean": sum(accuracy.values()) / len(accuracy)}
 
 
 # ---------------------------------------------------------------------------- curves
