@@ -1,6 +1,7 @@
 # qwen-min: every command creates the environment it needs (.venv) on first use and reuses it after.
-#   make walkthrough   the main job: fetch the default checkpoint, run every notebook, print what each validated;
-#                      notebook 10 runs the full chain (~20 min); `python -m qwen_min.course.walkthrough --short-chain` the 3-min one
+#   make walkthrough   the main job: fetch both checkpoints, run every notebook, print what each validated
+#                      (every chapter at most about 3 min on 2 cores; chapter 13 runs its shortened chain)
+#   make full-chain    chapter 13 alone with the full-size chain (about 20 min on 2 cores)
 #   make test          ruff, then pytest over the package's doctests, tests/ and the notebooks (nbval), ending with pytest's summary
 #   make lab           JupyterLab on notebooks/ with qwen_min importable
 #   make student       the student edition: notebooks/ copied to student/ with every exercise solution replaced by a stub
@@ -14,7 +15,7 @@ TORCH := torch==2.13.0
 # The CPU wheel of torch 2.13.0 lies on this kind of machine; elsewhere pip takes it from PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: env checkpoint checkpoints test walkthrough lab student lock
+.PHONY: env checkpoint checkpoints test walkthrough full-chain lab student lock
 
 $(STAMP): requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing pinned dependencies ($(TORCH) first)"
@@ -40,9 +41,13 @@ test: checkpoints
 	@echo "==> pytest: the package's docstring examples, unit, parity and end-to-end tests, then every notebook top to bottom (nbval)"
 	$(BIN)/pytest qwen_min tests notebooks --doctest-modules --nbval-lax -p no:cacheprovider
 
-walkthrough: checkpoint
+walkthrough: checkpoints
 	@echo "==> executing every notebook into build/walkthrough/"
 	$(BIN)/python -m qwen_min.course.walkthrough --out build/walkthrough
+
+full-chain: checkpoint
+	@echo "==> chapter 13 with the full-size chain into build/full-chain/"
+	$(BIN)/python -m qwen_min.course.walkthrough --full-chain --out build/full-chain notebooks/13_end_to_end.ipynb
 
 lab: env
 	$(BIN)/jupyter lab notebooks/

@@ -165,3 +165,23 @@ def test_generate_stop_when_ends_each_row_on_its_own():
     cut = qm.generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=6, stop_ids=(), stop_when=lambda ids: ids[:2] == full[0][:2])
     assert full[1][:2] != full[0][:2]  # so only the first row stops early
     assert cut == [full[0][:2], full[1]]
+
+
+def test_transformers_engine_writes_what_qwen_min_writes(tmp_path, official_tokenizer_dir):
+    """The engine cross-check on a random tiny model: transformers' generate on the same tensors, cut by the same rule,
+    gives the same completions, and compare_runs says so (and notices a changed one)."""
+    torch.manual_seed(0)
+    tok = qm.Tokenizer.from_pretrained(official_tokenizer_dir)
+    model = qm.Qwen(qm.QwenConfig.from_name("tiny", vocab_size=151936)).eval()
+    problems = load_problems(3)
+    ours = evaluate(model, tok, problems, tmp_path / "ours", batch=2, max_new_tokens=6, progress=False)
+    theirs = evaluate(model, tok, problems, tmp_path / "hf", batch=2, max_new_tokens=6, progress=False, engine="transformers")
+    assert (ours["engine"], theirs["engine"]) == ("qwen_min", "transformers") and theirs["generated_tokens"] > 0
+    same = humaneval.compare_runs(tmp_path / "ours", tmp_path / "hf")
+    assert same == {"problems": 3, "identical": 3, "same_verdict": 3, "passed": (0, 0), "differ": []}
+    lines = [json.loads(line) for line in (tmp_path / "hf" / "samples.jsonl").read_text().splitlines()]
+    lines[0]["completion"] += "x"
+    (tmp_path / "hf" / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in lines))
+    assert humaneval.compare_runs(tmp_path / "ours", tmp_path / "hf")["differ"] == [lines[0]["task_id"]]
+    with pytest.raises(ValueError, match="unknown engine"):
+        evaluate(model, tok, problems, tmp_path / "x", engine="vllm")

@@ -109,9 +109,11 @@ def test_commands_quantize_a_written_checkpoint(files, capsys):
     path = str(files["F32"])
     assert main(["generate", "def f(x):", "--checkpoint", path, "--quantize", "int8", "--max-new-tokens", "3"]) == 0
     assert main(["bench", "generate", "--checkpoint", path, "--quantize", "fp32,bf16,int8", "--batch", "1,2",
-                 "--prompt-tokens", "4", "--new-tokens", "3", "--repeats", "1"]) == 0
+                 "--prompt-tokens", "4", "--new-tokens", "3", "--repeats", "1", "--profile"]) == 0
     out = capsys.readouterr().out
     for fmt in ("fp32", "bf16", "int8"):  # (int4's groups of 128 do not fit this model's 64 features)
         assert f"\n{fmt:7}     2 " in out, fmt
+        assert f"\n{fmt}, batch 1: one decode step" in out, fmt  # --profile: the first batch size
     assert "batch 2: decode speed vs bf16: fp32" in out
+    assert "aten::_weight_int8pack_mm" in out.split("int8, batch 1: one decode step")[1]  # the kernel shows in the profile
     assert main(["bench", "generate", "--checkpoint", path, "--quantize", "fp8"]) == 2

@@ -67,13 +67,15 @@ def test_runner_names_each_kernel_and_builds_the_table_from_the_file(tmp_path, m
     first = _notebook(tmp_path / "01_first.ipynb", report, "validated('two', '2')")
     silent = _notebook(tmp_path / "02_silent.ipynb", "1 + 1")
     out = tmp_path / "out"
-    assert walkthrough.main([str(first), str(silent), "--out", str(out), "--short-chain"]) == 0
+    assert walkthrough.main([str(first), str(silent), "--out", str(out)]) == 0
     found = read_validations(out / "validations.jsonl")
     assert found.started == ["01_first", "02_silent"]
     assert found.rows == [("01_first", "full chain flag", "0", "seen by the kernel"), ("01_first", "two", "2", "")]
     printed = capsys.readouterr().out
     assert format_table([*found.rows, ("02_silent", "(nothing reported)", "", "")]) in printed
     assert (out / "01_first.ipynb").exists() and (out / "02_silent.html").exists()
+    assert walkthrough.main([str(first), "--out", str(out), "--full-chain"]) == 0  # `make full-chain`
+    assert read_validations(out / "validations.jsonl").rows[0] == ("01_first", "full chain flag", "1", "seen by the kernel")
 
 
 def test_nbval_conftest_names_each_notebook_kernel(tmp_path):

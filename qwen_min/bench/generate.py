@@ -26,6 +26,12 @@ Design choices
   bytes of weights per step (one step serves the whole batch, so the floor is per step = per row).
   Each format is loaded afresh, but its peak is the process's high-water mark since the reset,
   which can include memory freed by earlier formats and kept by the allocator.
+- Every engine, format and batch size gets one untimed warm-up run first: the first pass over
+  freshly loaded or quantised weights pays page faults and allocator growth (measured: int8 at
+  batch 1 decoded 13.8 tok/s in its first run, 25 in the next).
+- `--profile` adds, per format, where one decode step's time goes (torch.profiler, 10 steps of
+  one token on a 128-token cache, self time per ATen op): what a faster kernel, less per-op
+  overhead or `torch.compile` could win at best.
 - llama.cpp, if `llama_cpp` is importable and the checkpoint is a GGUF, decodes the same
   prompt from the quantised file (it does not dequantise) for reference.
 """
@@ -40,6 +46,7 @@ import torch
 from qwen_min.checkpoints.fetch import resolve_checkpoint
 from qwen_min.checkpoints.hf import DTYPES, from_pretrained
 from qwen_min.generation import generate
+from qwen_min.model.attention import KVCache
 from qwen_min.paths import official_tokenizer_dir
 from qwen_min.quant.quantize import quantize, weight_bytes
 from qwen_min.tokenizer.bpe import Tokenizer
@@ -58,6 +65,8 @@ def add_arguments(p):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quantize", help="compare weight formats instead of engines: a comma list of fp32,bf16,int8,int4")
     p.add_argument("--batch", default="1", help="with --quantize: comma list of batch sizes (default 1), e.g. 1,8,32")
+    p.add_argument("--profile", action="store_true",
+                   help="with --quantize: where one decode step's time goes, per format (torch.profiler, first batch size)")
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -143,6 +152,8 @@ def run_engines(model, hf, prompt: list[int], new_tokens: int, repeats: int, dev
     }
     results = {name: {"prefill_s": float("inf"), "full_s": float("inf"), "peak": 0} for name in engines}
     with torch.inference_mode():
+        for fn in engines.values():
+            fn(2)  # warm-up, untimed
         for _ in range(repeats):
             for name, fn in engines.items():  # interleaved: a busy machine slows both alike
                 r = results[name]
@@ -174,6 +185,28 @@ def llama_cpp_decode(path: Path, prompt: list[int], new_tokens: int) -> float | 
     return (new_tokens - 1) / (time.perf_counter() - first)
 
 
+def decode_profile(model, rows: list[list[int]], steps: int = 10, top: int = 6) -> list[tuple[str, float, int]]:
+    """Where one decode step's time goes: [(ATen op, ms per step, calls per step), ...] by self time, the `top`
+    ops and then "everything else", measured over `steps` one-token steps after a prefill of `rows` (no padding)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ids = torch.tensor(rows, device=model.model.embed_tokens.weight.device)  # (b, t)
+    cache = KVCache(model.config, len(rows), ids.shape[1] + steps + 3, dtype=model.model.embed_tokens.weight.dtype,
+                    device=ids.device)
+    with torch.inference_mode():
+        model(ids, cache=cache)
+        step = ids[:, -1:]  # (b, 1): any token will do, the work per step is the same
+        for _ in range(3):
+            model(step, cache=cache)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                model(step, cache=cache)
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    table = [(e.key, e.self_cpu_time_total / steps / 1e3, e.count // steps) for e in ops[:top]]
+    rest = sum(e.self_cpu_time_total for e in ops[top:]) / steps / 1e3
+    return table + [("everything else", rest, sum(e.count for e in ops[top:]) // steps)]
+
+
 # ---------------------------------------------------------------------------- weight formats
 FORMATS = ("fp32", "bf16", "int8", "int4")
 
@@ -189,6 +222,7 @@ def _batch_speed(model, rows: list[list[int]], new_tokens: int, repeats: int, de
     """Best prefill time (1 new token) and full-run time over `repeats`, and the peak memory, for one batch."""
     best = {"prefill_s": float("inf"), "full_s": float("inf"), "peak": 0}
     with torch.inference_mode():
+        generate(model, rows, max_new_tokens=2, stop_ids=())  # warm-up, untimed
         for _ in range(repeats):
             seconds, _, peak = _timed(lambda: generate(model, rows, max_new_tokens=1, stop_ids=()), device)
             best["prefill_s"] = min(best["prefill_s"], seconds)
@@ -208,7 +242,7 @@ def run_formats(args, checkpoint: Path, prompt: list[int], bandwidth: float) -> 
               f"{'floor (steps/s)':>15} {'of floor':>8}")
     print(header)
     print("-" * len(header))
-    decode = {}
+    decode, profiles = {}, {}
     for fmt in formats:
         model = from_pretrained(checkpoint, dtype=torch.bfloat16 if fmt == "bf16" else torch.float32, device=args.device)
         if fmt in ("int8", "int4"):
@@ -220,11 +254,18 @@ def run_formats(args, checkpoint: Path, prompt: list[int], bandwidth: float) -> 
             decode[fmt, b] = b / step_s
             print(f"{fmt:7} {b:5} {b * len(prompt) / best['prefill_s']:13.1f} {b / step_s:12.2f} {1 / step_s:8.2f} "
                   f"{best['peak'] / 2**30:9.2f} GB {floor:15.2f} {1 / step_s / floor:8.0%}")
+        if getattr(args, "profile", False):
+            profiles[fmt] = decode_profile(model, [prompt] * batches[0])
         del model
     for b in batches:
         if ("bf16", b) in decode:
             ratios = ", ".join(f"{fmt} {decode[fmt, b] / decode['bf16', b]:.2f}x" for fmt in formats if fmt != "bf16")
             print(f"batch {b}: decode speed vs bf16: {ratios}")
+    for fmt, table in profiles.items():
+        total = sum(ms for _, ms, _ in table)
+        print(f"\n{fmt}, batch {batches[0]}: one decode step, {total:.1f} ms of operator time (torch.profiler, self time)")
+        for op, ms, calls in table:
+            print(f"  {op[:48]:48} {ms:7.2f} ms {ms / total:6.1%} {calls:5d} calls")
 
 
 # ---------------------------------------------------------------------------- the command

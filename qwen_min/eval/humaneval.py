@@ -30,6 +30,11 @@ Design choices
   never imported (the harness's `execution.py` runs programs in-process with exec).
 - `load_model` is the one place a checkpoint becomes a (model, tokenizer) pair, so options
   that change how the model is loaded (dtype, quantisation) plug in there.
+- `engine="transformers"` generates the same batches with transformers' `generate` on the very
+  same tensors (`transformers_twin`: a `Qwen2ForCausalLM` holding qwen_min's weights), with the
+  same stopping rule (a `StoppingCriteria` for the fence, Qwen's two end tokens). Run both and
+  `compare_runs` the two folders: identical completions show that qwen_min's engine is not the
+  cause of a gap to the published score.
 """
 
 from __future__ import annotations
@@ -45,14 +50,16 @@ from pathlib import Path
 import torch
 
 import qwen_min
+from qwen_min.bench.generate import transformers_twin
 from qwen_min.checkpoints.fetch import resolve_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained
 from qwen_min.eval.passk import wilson_interval
 from qwen_min.eval.sandbox import run_programs
-from qwen_min.generation import generate
+from qwen_min.generation import QWEN_STOP_IDS, generate
 from qwen_min.tokenizer.bpe import Tokenizer
 
 N_PROBLEMS = 164
+ENGINES = ("qwen_min", "transformers")
 
 # EvalPlus's instruct-model prompt (evalplus/codegen.py + evalplus/provider/utility.py, make_raw_chat_prompt)
 PROMPT_NAME = "EvalPlus instruct chat prompt (make_raw_chat_prompt)"
@@ -136,14 +143,60 @@ def _ends_with_fence(tok: Tokenizer):
     return lambda ids: FENCE in tok.decode(ids[-3:])
 
 
+def _transformers_generate(hf, tok: Tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """transformers' greedy `generate` on left-padded prompts, cut by qwen_min's rule: a Qwen end token ends a row
+    (not kept), a token that closes the code fence ends it too (kept)."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])  # (b, width), left-padded
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    fence = _ends_with_fence(tok)
+
+    class ClosingFence(StoppingCriteria):  # per row, like `stop_when`: finished rows are then fed padding
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.tensor([fence(row[width:].tolist()) for row in input_ids], device=input_ids.device)
+
+    out = hf.generate(ids.to(hf.device), attention_mask=mask.to(hf.device), max_new_tokens=max_new_tokens, do_sample=False,
+                      eos_token_id=list(QWEN_STOP_IDS), pad_token_id=0, stopping_criteria=StoppingCriteriaList([ClosingFence()]))
+    replies = []
+    for row in out[:, width:].tolist():
+        reply = []
+        for token in row:
+            if token in QWEN_STOP_IDS:
+                break
+            reply.append(token)
+            if fence(reply):
+                break
+        replies.append(reply)
+    return replies
+
+
+def compare_runs(dir_a: str | Path, dir_b: str | Path) -> dict:
+    """Two runs' samples.jsonl side by side (e.g. qwen_min vs transformers): how many completions are identical,
+    how many verdicts agree, and the task ids that differ."""
+    read = lambda d: {s["task_id"]: s for s in map(json.loads, (Path(d) / "samples.jsonl").read_text().splitlines())}  # noqa: E731
+    a, b = read(dir_a), read(dir_b)
+    if a.keys() != b.keys():
+        raise ValueError(f"{dir_a} and {dir_b} hold different problems ({len(a)} vs {len(b)})")
+    differ = [t for t in a if a[t]["completion"] != b[t]["completion"]]
+    return {"problems": len(a), "identical": len(a) - len(differ),
+            "same_verdict": sum(a[t]["passed"] == b[t]["passed"] for t in a),
+            "passed": (sum(s["passed"] for s in a.values()), sum(s["passed"] for s in b.values())), "differ": differ}
+
+
 def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, batch: int = 8, max_new_tokens: int = 512,
              timeout: float = 5.0, workers: int = 2, meta: dict | None = None, progress: bool = True,
-             completions: list[str] | None = None) -> dict:
+             completions: list[str] | None = None, engine: str = "qwen_min") -> dict:
     """Generate (greedy) and check every problem; write samples.jsonl and results.json in `out_dir`; return the results.
 
     completions: use these instead of generating (tests, or re-checking a saved run); `model` may then be None.
+    engine: "qwen_min" (`qm.generate`) or "transformers" (its `generate` on the same tensors, for the cross-check).
     samples.jsonl is appended batch by batch, so an interrupted run shows how far it got.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+    hf = transformers_twin(model) if engine == "transformers" and completions is None else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     samples_path = out_dir / "samples.jsonl"
@@ -158,7 +211,10 @@ def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, b
         chunk = [problems[i] for i in order[lo:lo + batch]]
         if completions is None:
             prompts = [tok.encode(chat_prompt(tok, p), allowed_special="all") for p in chunk]
-            ids = generate(model, prompts, max_new_tokens=max_new_tokens, stop_when=_ends_with_fence(tok))
+            if hf is None:
+                ids = generate(model, prompts, max_new_tokens=max_new_tokens, stop_when=_ends_with_fence(tok))
+            else:
+                ids = _transformers_generate(hf, tok, prompts, max_new_tokens)
             tokens += sum(len(r) for r in ids)
             texts = [tok.decode(r) for r in ids]
         else:
@@ -181,6 +237,7 @@ def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, b
         "benchmark": "HumanEval", "problems": len(problems), "passed": passed, "pass@1": passed / len(problems),
         "pass@1_95%_interval": [low, high], "interval": "Wilson score, z = 1.96",
         "decoding": {"greedy": True, "max_new_tokens": max_new_tokens, "batch": batch, "stop": "closing code fence"},
+        "engine": engine if completions is None else "saved completions",
         "prompt_template": {"name": PROMPT_NAME, "instruction_prefix": INSTRUCTION_PREFIX, "response_prefix": RESPONSE_PREFIX},
         "execution": {"timeout_s": timeout, "isolation": "one process per program (qwen_min.eval.sandbox)"},
         "seconds": round(seconds, 1), "generated_tokens": tokens, "tokens_per_s": round(tokens / seconds, 2),

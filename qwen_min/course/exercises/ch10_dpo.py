@@ -1,7 +1,7 @@
 """Checkers for the exercises of notebooks/10_dpo.ipynb.
 
-    from qwen_min.course.exercises.ch10_dpo import check_optimal_policy, check_pair_gradient, check_fixed_dpo_train
-    check_optimal_policy(my_policy)        # build: my_policy(ref_probs (..., n), rewards (..., n), beta) -> (..., n)
+    from qwen_min.course.exercises.ch10_dpo import check_simpo_loss, check_pair_gradient, check_fixed_dpo_train
+    check_simpo_loss(my_simpo_loss)        # build: my_simpo_loss(logits (2n, t, v), labels (2n, t), beta, gamma) -> ()
     check_pair_gradient(my_prediction)     # predict: my_prediction() -> (|dL/d log pi(chosen)| at beta 0.01, at beta 1)
     check_fixed_dpo_train(my_train)        # debug: my_train(policy, batches, beta, lr) -> losses, bug fixed
 """
@@ -11,28 +11,45 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 
 from qwen_min.config import QwenConfig
 from qwen_min.course.exercises import compare, judge_prediction, prediction
 from qwen_min.model.qwen import IGNORE_INDEX, Qwen
-from qwen_min.train.dpo import completion_logps, dpo_loss, optimal_policy
+from qwen_min.train.dpo import completion_logps, dpo_loss
 
 VOCAB = 50
 MARGIN = 10.0  # nats: log-ratio of the chosen answer minus that of the rejected one, in the predict exercise
 
 
-def check_optimal_policy(student) -> None:
-    """student(ref_probs (..., n), rewards (..., n), beta) -> the KL-regularised optimal policy (..., n)."""
-    g = torch.Generator().manual_seed(11)
+def simpo_loss(logits: torch.Tensor, labels: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """SimPO (Meng et al. 2024, "Simple Preference Optimization with a Reference-Free Reward"), the reference
+    answer of the build exercise: each answer's reward is beta times its mean log-prob per completion token (no
+    reference model), and the chosen answer must beat the rejected one by the margin gamma. Rows [chosen..., rejected...]."""
+    lengths = (labels[:, 1:] != IGNORE_INDEX).sum(-1)  # (2n,) completion tokens per row
+    reward = beta * completion_logps(logits, labels) / lengths  # (2n,)
+    n = len(reward) // 2
+    return -F.logsigmoid(reward[:n] - reward[n:] - gamma).mean()
+
+
+def check_simpo_loss(student) -> None:
+    """student(logits (2n, t, v), labels (2n, t), beta, gamma) -> the SimPO loss (a scalar, mean over the n pairs).
+    Rows are [chosen..., rejected...]; labels hold IGNORE_INDEX on the prompt and on the padding."""
+    g = torch.Generator().manual_seed(12)
     inputs = []
-    for shape, beta in [((3,), 1.0), ((4,), 0.1), ((2, 5), 0.5), ((6,), 10.0)]:
-        ref = torch.softmax(torch.randn(shape, generator=g) * 2, dim=-1)
-        rewards = (torch.rand(shape, generator=g) < 0.5).float()
-        inputs.append((ref, rewards, beta))
-    compare("optimal_policy", student, optimal_policy, inputs, atol=1e-5,
-            hint="start from the reference's probabilities and tilt each answer by how much reward it earns, more "
-                 "strongly the smaller beta is; then make it a distribution again (working in log space is stable).",
-            forbidden=[optimal_policy])
+    for pairs, t, beta, gamma in [(1, 8, 2.0, 0.5), (2, 12, 2.5, 1.0), (3, 10, 10.0, 0.0)]:
+        logits = torch.randn(2 * pairs, t, VOCAB, generator=g) * 2
+        labels = torch.randint(0, VOCAB, (2 * pairs, t), generator=g)
+        for row in range(2 * pairs):  # every row its own prompt length and padding: answers of different lengths
+            prompt = int(torch.randint(1, t // 2, (), generator=g))
+            padding = int(torch.randint(0, t // 3, (), generator=g))
+            labels[row, :prompt] = IGNORE_INDEX
+            labels[row, t - padding:] = IGNORE_INDEX
+        inputs.append((logits, labels, beta, gamma))
+    compare("simpo_loss", student, simpo_loss, inputs, atol=1e-5,
+            hint="DPO's reward needed a second model; here an answer's reward is how likely the policy finds it per "
+                 "token, so a long answer earns nothing for its length. Count only the tokens the labels keep, and "
+                 "ask the chosen answer to win by the margin before the logistic loss sees the difference.")
 
 
 def measured_pair_gradient(beta: float, margin: float = MARGIN) -> float:
@@ -103,4 +120,4 @@ def check_fixed_dpo_train(student) -> None:
                  "SFT model was, and does it?")
 
 
-PACKAGE_EQUIVALENTS = {"check_optimal_policy": [optimal_policy]}
+PACKAGE_EQUIVALENTS = {}  # SimPO has no package counterpart; the other two are a prediction and a debug
