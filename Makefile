@@ -32,7 +32,7 @@ checkpoint: env
 	$(BIN)/qwen-min fetch
 
 checkpoints: env
-	@echo "==> both official checkpoints (0.5B above, and Qwen2.5-Coder-1.5B-Instruct GGUF, 1.1 GB) for the 1.5B parity tests"
+	@echo "==> both official checkpoints (0.5B above, and Qwen2.5-Coder-1.5B-Instruct GGUF, 1.1 GB): the 1.5B parity tests, chapters 7 and 12"
 	$(BIN)/qwen-min fetch all
 
 test: checkpoints
