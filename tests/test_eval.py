@@ -185,3 +185,33 @@ def test_transformers_engine_writes_what_qwen_min_writes(tmp_path, official_toke
     assert humaneval.compare_runs(tmp_path / "ours", tmp_path / "hf")["differ"] == [lines[0]["task_id"]]
     with pytest.raises(ValueError, match="unknown engine"):
         evaluate(model, tok, problems, tmp_path / "x", engine="vllm")
+
+
+def test_resume_continues_after_the_last_complete_batch(tmp_path):
+    """A run stopped mid-batch (3 of 4 lines written, the last one cut) resumes after its last complete batch and
+    ends with the files an uninterrupted run writes; other settings, or nothing to resume, are refused."""
+    problems = load_problems(4)
+    answers = [p["prompt"] + p["canonical_solution"] for p in problems]
+    answers[1] = problems[1]["prompt"] + "    return []\n"
+    whole = evaluate(None, None, problems, tmp_path / "whole", batch=2, progress=False, completions=answers)
+    lines = (tmp_path / "whole" / "samples.jsonl").read_text().splitlines()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "run.json").write_text((tmp_path / "whole" / "run.json").read_text())
+    (tmp_path / "cut" / "samples.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
+    resumed = evaluate(None, None, problems, tmp_path / "cut", batch=2, progress=False, completions=answers, resume=True)
+    assert (tmp_path / "cut" / "samples.jsonl").read_text() == (tmp_path / "whole" / "samples.jsonl").read_text()
+    drop = ("seconds", "tokens_per_s", "finished_utc")
+    assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in whole.items() if k not in drop}
+    assert whole["passed"] == 3
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate(None, None, problems, tmp_path / "cut", batch=4, progress=False, completions=answers, resume=True)
+    with pytest.raises(ValueError, match="nothing to resume"):
+        evaluate(None, None, problems, tmp_path / "empty", batch=2, progress=False, completions=answers, resume=True)
+
+
+def test_cli_refuses_to_overwrite_a_run(tmp_path):
+    (tmp_path / "samples.jsonl").write_text('{"task_id": "HumanEval/0"}\n')
+    result = subprocess.run([sys.executable, "-m", "qwen_min", "eval", "humaneval", "--limit", "1", "--out", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "already holds a run" in result.stderr
+    assert (tmp_path / "samples.jsonl").read_text() == '{"task_id": "HumanEval/0"}\n'

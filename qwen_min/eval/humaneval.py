@@ -187,12 +187,15 @@ def compare_runs(dir_a: str | Path, dir_b: str | Path) -> dict:
 
 def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, batch: int = 8, max_new_tokens: int = 512,
              timeout: float = 5.0, workers: int = 2, meta: dict | None = None, progress: bool = True,
-             completions: list[str] | None = None, engine: str = "qwen_min") -> dict:
+             completions: list[str] | None = None, engine: str = "qwen_min", resume: bool = False) -> dict:
     """Generate (greedy) and check every problem; write samples.jsonl and results.json in `out_dir`; return the results.
 
     completions: use these instead of generating (tests, or re-checking a saved run); `model` may then be None.
     engine: "qwen_min" (`qm.generate`) or "transformers" (its `generate` on the same tensors, for the cross-check).
-    samples.jsonl is appended batch by batch, so an interrupted run shows how far it got.
+    samples.jsonl is appended batch by batch, so an interrupted run shows how far it got, and `resume=True`
+    continues it after its last complete batch (same settings, checked against run.json): every batch is
+    generated on its own, so a resumed run writes what an uninterrupted one would. Without `resume`, a
+    previous run in `out_dir` is replaced.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
@@ -200,14 +203,21 @@ def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, b
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     samples_path = out_dir / "samples.jsonl"
-    samples_path.write_text("")
+    order = sorted(range(len(problems)), key=lambda i: len(problems[i]["prompt"]) + len(problems[i]["canonical_solution"]))
+    settings = {"task_ids": [problems[i]["task_id"] for i in order], "batch": batch, "max_new_tokens": max_new_tokens,
+                "engine": engine if completions is None else "saved completions"} | (meta or {})
+    done, progress_so_far = _resume_point(out_dir, settings) if resume else (0, {"seconds": 0.0, "generated_tokens": 0})
+    if not resume:
+        samples_path.write_text("")
+    _write_json(out_dir / "run.json", settings | progress_so_far)
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(problems), desc="humaneval", unit="problem", dynamic_ncols=True)
-    order = sorted(range(len(problems)), key=lambda i: len(problems[i]["prompt"]) + len(problems[i]["canonical_solution"]))
-    start, tokens, passed = time.perf_counter(), 0, 0
-    for lo in range(0, len(problems), batch):
+        bar = tqdm(total=len(problems), initial=done, desc="humaneval", unit="problem", dynamic_ncols=True)
+    kept = [json.loads(line) for line in samples_path.read_text().splitlines()] if done else []
+    start, tokens = time.perf_counter() - progress_so_far["seconds"], progress_so_far["generated_tokens"]
+    passed = sum(s["passed"] for s in kept)
+    for lo in range(done, len(problems), batch):
         chunk = [problems[i] for i in order[lo:lo + batch]]
         if completions is None:
             prompts = [tok.encode(chat_prompt(tok, p), allowed_special="all") for p in chunk]
@@ -226,6 +236,7 @@ def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, b
                 f.write(json.dumps({"task_id": p["task_id"], "prompt": p["prompt"], "completion": text, "solution": code,
                                     "passed": o.passed, "error": o.error}) + "\n")
         passed += sum(o.passed for o in outcomes)
+        _write_json(out_dir / "run.json", settings | {"seconds": time.perf_counter() - start, "generated_tokens": tokens})
         if bar is not None:
             bar.update(len(chunk))
             bar.set_postfix(passed=f"{passed}/{bar.n}", tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
@@ -248,6 +259,36 @@ def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, b
     } | (meta or {})
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _write_json(path: Path, record: dict) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=1) + "\n")
+    partial.replace(path)  # atomic: an interrupted run never leaves half a run.json
+
+
+def _resume_point(out_dir: Path, settings: dict) -> tuple[int, dict]:
+    """(problems already done, {"seconds", "generated_tokens"} so far) of the run in out_dir; samples.jsonl is cut
+    back to its last complete batch (a run stopped mid-batch may have written part of one)."""
+    run_path, samples_path = out_dir / "run.json", out_dir / "samples.jsonl"
+    if not run_path.exists() or not samples_path.exists():
+        raise ValueError(f"nothing to resume in {out_dir} (no run.json / samples.jsonl); run without --resume")
+    run = json.loads(run_path.read_text())
+    differ = [k for k in settings if run.get(k) != settings[k]]
+    if differ:
+        raise ValueError(f"{out_dir} holds a run with other settings ({', '.join(differ)}); "
+                         "resume with the same ones or use another --out")
+    lines = []
+    for line in samples_path.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:  # the last line of a run stopped while writing
+            break
+    done = len(lines) // settings["batch"] * settings["batch"]
+    if [s["task_id"] for s in lines[:done]] != settings["task_ids"][:done]:
+        raise ValueError(f"{samples_path} does not follow this run's order of problems; use another --out")
+    samples_path.write_text("".join(json.dumps(s) + "\n" for s in lines[:done]))
+    return done, {"seconds": run.get("seconds", 0.0), "generated_tokens": run.get("generated_tokens", 0)}
 
 
 def _version(dist: str) -> str | None:
