@@ -134,8 +134,14 @@ def last_position_logits(model):
         handle.remove()
 
 
-def _left_pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(b, t) ids left-padded to the longest row, and the padding mask (None when no row is padded)."""
+def left_pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(b, t) ids left-padded with PAD_ID to the longest row, and the padding mask (None when no row is padded).
+
+    >>> left_pad([[5, 6, 7], [8]])
+    (tensor([[5, 6, 7],
+            [0, 0, 8]]), tensor([[1, 1, 1],
+            [0, 0, 1]]))
+    """
     t = max(len(r) for r in rows)
     ids = torch.tensor([[PAD_ID] * (t - len(r)) + r for r in rows], dtype=torch.long)
     if all(len(r) == t for r in rows):
@@ -194,7 +200,7 @@ def generate(model, prompt_ids, max_new_tokens: int = 64, temperature: float = 0
         generator = torch.Generator(weight.device).manual_seed(seed)
 
     b = len(rows)
-    ids, mask = _left_pad(rows)  # (b, t), (b, t) or None
+    ids, mask = left_pad(rows)  # (b, t), (b, t) or None
     ids = ids.to(weight.device)
     cache = KVCache(cfg, b, longest + max_new_tokens, dtype=weight.dtype, device=weight.device)
     if mask is not None:  # grows by one column of ones per step: new tokens are real for every row

@@ -55,7 +55,7 @@ from qwen_min.checkpoints.fetch import resolve_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained
 from qwen_min.eval.passk import wilson_interval
 from qwen_min.eval.sandbox import run_programs
-from qwen_min.generation import QWEN_STOP_IDS, generate
+from qwen_min.generation import PAD_ID, QWEN_STOP_IDS, generate, left_pad
 from qwen_min.tokenizer.bpe import Tokenizer
 
 N_PROBLEMS = 164
@@ -148,17 +148,18 @@ def _transformers_generate(hf, tok: Tokenizer, prompts: list[list[int]], max_new
     (not kept), a token that closes the code fence ends it too (kept)."""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])  # (b, width), left-padded
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ids, mask = left_pad(prompts)  # (b, width), (b, width) or None
+    mask = torch.ones_like(ids) if mask is None else mask
+    width = ids.shape[1]
     fence = _ends_with_fence(tok)
 
     class ClosingFence(StoppingCriteria):  # per row, like `stop_when`: finished rows are then fed padding
         def __call__(self, input_ids, scores, **kwargs):
             return torch.tensor([fence(row[width:].tolist()) for row in input_ids], device=input_ids.device)
 
-    out = hf.generate(ids.to(hf.device), attention_mask=mask.to(hf.device), max_new_tokens=max_new_tokens, do_sample=False,
-                      eos_token_id=list(QWEN_STOP_IDS), pad_token_id=0, stopping_criteria=StoppingCriteriaList([ClosingFence()]))
+    out = hf.generate(ids.to(hf.device), attention_mask=mask.to(hf.device), max_new_tokens=max_new_tokens,
+                      do_sample=False, eos_token_id=list(QWEN_STOP_IDS), pad_token_id=PAD_ID,
+                      stopping_criteria=StoppingCriteriaList([ClosingFence()]))
     replies = []
     for row in out[:, width:].tolist():
         reply = []
