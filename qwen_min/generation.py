@@ -23,8 +23,10 @@ Design choices
   counts padding, that only matters for batched prompts).
 - Batched prompts are left-padded so every row's last prompt token sits in the last
   column; the padding mask gives each row its own positions (model.py), so a row gets the
-  same tokens as when generated alone. A row that has stopped keeps being fed padding
-  (its outputs are dropped) until every row has stopped: simpler than shrinking the batch.
+  same tokens as when generated alone. A row that stops leaves the batch: its cache,
+  mask and penalty rows are dropped (`KVCache.keep_rows`), so the remaining rows decode at
+  a smaller batch. In HumanEval batches one long answer used to keep seven finished rows
+  decoding padding for hundreds of steps.
 - Returned ids exclude the prompt and the stop token that ended a row (transformers keeps
   it), so `tok.decode(generate(...))` is just the reply.
 - Sampling draws from a `torch.Generator` (`seed=`): the same seed gives the same tokens.
@@ -45,7 +47,7 @@ from qwen_min.paths import official_tokenizer_dir, read_json
 from qwen_min.tokenizer.bpe import StreamingDecoder
 
 QWEN_STOP_IDS = (151645, 151643)  # <|im_end|>, <|endoftext|>
-PAD_ID = 0  # fills left padding and the rows that have stopped: masked out, so its value never matters
+PAD_ID = 0  # fills left padding: masked out, so its value never matters
 
 
 def chat_defaults(path: str | Path | None = None) -> dict:
@@ -215,31 +217,35 @@ def generate(model, prompt_ids, max_new_tokens: int = 64, temperature: float = 0
         stream = StreamingDecoder(tokenizer)
     stop = set(stop_ids)
     out: list[list[int]] = [[] for _ in range(b)]
-    done = [False] * b
+    active = list(range(b))  # the rows still generating, in batch order: batch row i is prompt active[i]
     step_ids = ids
     with last_position_logits(model):
         for _ in range(max_new_tokens):
             step_mask = None if mask is None else mask[:, :cache.length + step_ids.shape[1]]
-            logits = model(step_ids, attention_mask=step_mask, cache=cache)[:, -1]  # (b, vocab)
+            logits = model(step_ids, attention_mask=step_mask, cache=cache)[:, -1]  # (active, vocab)
             values, candidates = candidate_logits(logits, seen, temperature, top_k, top_p, repetition_penalty)
-            next_ids = pick(values, candidates, temperature, generator)  # (b,)
-            for row, token in enumerate(next_ids.tolist()):
-                if done[row]:
-                    continue
+            next_ids = pick(values, candidates, temperature, generator)  # (active,)
+            keep = []  # batch rows that go on
+            for i, (row, token) in enumerate(zip(active, next_ids.tolist())):
                 if token in stop:
-                    done[row] = True
                     continue
                 out[row].append(token)
-                if stop_when is not None and stop_when(out[row]):
-                    done[row] = True
+                if stop_when is None or not stop_when(out[row]):
+                    keep.append(i)
                 if stream is not None and (text := stream.push(token)):
                     on_text(text)
-            if all(done):
+            if not keep:
                 break
             if seen is not None:
-                seen[torch.arange(b), next_ids] = True
-            finished = torch.tensor(done, device=next_ids.device)
-            step_ids = next_ids.masked_fill(finished, PAD_ID)[:, None]  # (b, 1)
+                seen[torch.arange(len(active)), next_ids] = True
+            if len(keep) < len(active):  # drop the finished rows from the batch
+                index = torch.tensor(keep, device=next_ids.device)
+                cache.keep_rows(index)
+                next_ids = next_ids[index]
+                mask = None if mask is None else mask[index]
+                seen = None if seen is None else seen[index]
+                active = [active[i] for i in keep]
+            step_ids = next_ids[:, None]  # (active, 1)
     if stream is not None and (text := stream.flush()):
         on_text(text)
     return out if batched else out[0]

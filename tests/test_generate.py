@@ -139,6 +139,18 @@ def test_stop_tokens(model):
     assert stopped[0] == free[0][:free[0].index(stop)]
 
 
+def test_rows_leave_the_batch_when_they_stop(model, monkeypatch):
+    """Rows that stop early are dropped from the batch (cache, mask, penalty rows); the others go on unchanged."""
+    free = generate(model, PROMPTS, max_new_tokens=15, stop_ids=(), repetition_penalty=1.3)
+    shrinks = []
+    keep_rows = qm.KVCache.keep_rows
+    monkeypatch.setattr(qm.KVCache, "keep_rows", lambda self, index: (shrinks.append(index.tolist()), keep_rows(self, index)))
+    stopped = generate(model, PROMPTS, max_new_tokens=15, stop_ids=(), repetition_penalty=1.3,
+                       stop_when=lambda ids: ids in (free[0][:3], free[2][:7]))
+    assert stopped == [free[0][:3], free[1], free[2][:7]]
+    assert shrinks == [[1, 2], [0]]  # row 0 leaves after 3 tokens, row 2 (then at index 1) after 7
+
+
 def test_streaming_text_equals_final_decode(model, tok):
     pieces = []
     ids = generate(model, tok.encode("Hello"), max_new_tokens=60, temperature=1.5, seed=0, stop_ids=(),

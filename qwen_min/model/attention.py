@@ -64,6 +64,10 @@ class KVCache:
         self.values[layer_idx, :, :, start:end] = v
         return self.keys[layer_idx, :, :, :end], self.values[layer_idx, :, :, :end]  # (b, n_kv_heads, end, head_dim)
 
+    def keep_rows(self, index: torch.Tensor) -> None:
+        """Keep only the batch rows `index` (1-D, ascending), e.g. when other rows have finished generating."""
+        self.keys, self.values = self.keys[:, index], self.values[:, index]  # (layers, len(index), n_kv_heads, max_seq_len, head_dim)
+
     def advance(self, num_new: int) -> None:
         self.length += num_new
 
