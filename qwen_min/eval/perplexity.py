@@ -34,15 +34,35 @@ SOURCES = ("python-stdlib", "shakespeare", "chinese-poetry")
 def held_out_ids(tokenizer, source: str = "python-stdlib", n_tokens: int = 2048, val_fraction: float = 0.05,
                  seed: int = 0) -> list[int]:
     """The first `n_tokens` ids of the held-out documents of `data/corpora/<source>`, each ended by <|endoftext|>."""
+    return _corpus_ids(tokenizer, source, n_tokens, "held-out", val_fraction, seed)
+
+
+CALIBRATION_TOKENS = {"python-stdlib": 4096, "shakespeare": 2048, "chinese-poetry": 2048}
+
+
+def calibration_ids(tokenizer, tokens_per_source: dict[str, int] | None = None, window: int = 512,
+                    val_fraction: float = 0.05, seed: int = 0) -> torch.Tensor:
+    """(sequences, window) ids from the *training* documents of `data/corpora` (default: `CALIBRATION_TOKENS`),
+    the calibration set of GPTQ (quant/gptq.py), disjoint from the held-out text perplexity is measured on."""
+    tokens_per_source = tokens_per_source or CALIBRATION_TOKENS
+    rows = []
+    for source, n_tokens in tokens_per_source.items():
+        if n_tokens < window or n_tokens % window:
+            raise ValueError(f"{source}: {n_tokens} tokens is not a positive multiple of the window ({window})")
+        rows.append(torch.tensor(_corpus_ids(tokenizer, source, n_tokens, "training", val_fraction, seed)).reshape(-1, window))
+    return torch.cat(rows)
+
+
+def _corpus_ids(tokenizer, source: str, n_tokens: int, split: str, val_fraction: float, seed: int) -> list[int]:
     if source not in SOURCES:
         raise ValueError(f"unknown corpus {source!r} (choose from {', '.join(SOURCES)})")
-    _, val = split_documents(read_documents(data_dir("corpora", source)), val_fraction, seed)
+    train, val = split_documents(read_documents(data_dir("corpora", source)), val_fraction, seed)
     ids: list[int] = []
-    for doc in val:
+    for doc in val if split == "held-out" else train:
         ids += tokenizer.encode(doc) + tokenizer.encode(EOT, allowed_special="all")
         if len(ids) >= n_tokens:
             return ids[:n_tokens]
-    raise ValueError(f"the held-out documents of {source} have {len(ids)} tokens, fewer than the {n_tokens} asked for")
+    raise ValueError(f"the {split} documents of {source} have {len(ids)} tokens, fewer than the {n_tokens} asked for")
 
 
 @torch.inference_mode()

@@ -66,7 +66,8 @@ class KVCache:
 
     def keep_rows(self, index: torch.Tensor) -> None:
         """Keep only the batch rows `index` (1-D, ascending), e.g. when other rows have finished generating."""
-        self.keys, self.values = self.keys[:, index], self.values[:, index]  # (layers, len(index), n_kv_heads, max_seq_len, head_dim)
+        # (layers, len(index), n_kv_heads, max_seq_len, head_dim)
+        self.keys, self.values = self.keys[:, index], self.values[:, index]
 
     def advance(self, num_new: int) -> None:
         self.length += num_new

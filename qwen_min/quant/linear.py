@@ -79,11 +79,18 @@ class QuantLinear(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear: nn.Linear, fmt: str, group_size: int = 128) -> QuantLinear:
-        """Quantise an nn.Linear (its weight on the CPU or elsewhere; the result lives on the same device)."""
+    def from_linear(cls, linear: nn.Linear, fmt: str, group_size: int = 128,
+                    grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> QuantLinear:
+        """Quantise an nn.Linear (its weight on the CPU or elsewhere; the result lives on the same device).
+
+        grid: int4 codes already chosen on the kernel's grid, (q, scale, minimum) as `int4_grid` returns them
+        (e.g. by GPTQ, gptq.py); by default round-to-nearest `int4_grid`.
+        """
         out_features, in_features = linear.weight.shape
         if in_features % 16:  # _weight_int8pack_mm reads rows 16 at a time (and crashes on a ragged row)
             raise ValueError(f"{fmt} needs in_features divisible by 16 (the kernels' tile), got {in_features}")
+        if grid is not None and fmt != "int4":
+            raise ValueError(f"grid= gives int4 codes; it cannot be used with {fmt}")
         layer = cls(in_features, out_features, fmt, group_size, bias=linear.bias is not None)
         device = linear.weight.device
         if fmt == "int8":
@@ -93,7 +100,7 @@ class QuantLinear(nn.Module):
         else:
             if out_features % 16:
                 raise ValueError(f"int4 needs out_features divisible by 16 (the kernel's tile), got {out_features}")
-            q, scale, minimum = int4_grid(linear.weight, group_size)
+            q, scale, minimum = grid if grid is not None else int4_grid(linear.weight, group_size)
             zero = minimum + 8 * scale  # the kernel's convention: w = (q - 8) * scale + zero (exact: bf16 values)
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.int().cpu(), INT4_INNER_K_TILES)  # (out, in / 2)
             layer.register_buffer("weight_q", packed.to(device))

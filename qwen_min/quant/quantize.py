@@ -15,6 +15,10 @@ Design choices
   the KV cache follows the embedding's dtype.
 - A tied head (0.5B/1.5B) stops being tied: the embedding stays bf16, the head gets its own
   int8 copy (another 136 MB at 0.5B, read once per step instead of 272 MB in bf16).
+- `calibration=` (token ids, (sequences, tokens)) chooses the int4 codes of the decoder layers
+  by GPTQ (gptq.py) instead of rounding each weight to its nearest level: same format, same
+  kernel, lower perplexity (README: held-out Python +3.8% over bf16 instead of +7.5%), at
+  the cost of a calibration pass (about 3.5 minutes for the 0.5B on 2 CPU cores).
 - In place, and the model is returned for chaining, like `nn.Module.to`.
 
 >>> cfg = qm.QwenConfig.from_name("tiny", vocab_size=256, intermediate_size=192)
@@ -28,19 +32,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qwen_min.quant.gptq import gptq_quantize_layers
 from qwen_min.quant.linear import FORMATS, QuantLinear
 
 
-def quantize(model: nn.Module, fmt: str, group_size: int = 128, head: str | None = "int8") -> nn.Module:
+def quantize(model: nn.Module, fmt: str, group_size: int = 128, head: str | None = "int8",
+             calibration: torch.Tensor | None = None, progress: bool = True) -> nn.Module:
     """Replace the model's nn.Linear layers by weight-only `QuantLinear`s (`fmt` "int8" or "int4"), in place.
 
     group_size: inputs per int4 group (32 or 128 are usual; ignored by int8).
     head: the LM head's format ("int8", "int4", or None to keep it a bf16 nn.Linear).
+    calibration: int4 only: (sequences, tokens) ids (e.g. `calibration_ids`, eval/perplexity.py) on which
+        GPTQ chooses the decoder layers' codes; None rounds every weight to its nearest level.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown quantisation format {fmt!r} (choose from {', '.join(FORMATS)})")
     if head not in (*FORMATS, None):
         raise ValueError(f"head must be one of {', '.join(FORMATS)} or None, got {head!r}")
+    if calibration is not None:
+        if fmt != "int4":
+            raise ValueError("calibration (GPTQ) applies to int4; int8 rounds to nearest (within 0.2% of bf16 already)")
+        gptq_quantize_layers(model, calibration, group_size, progress=progress)  # the decoder layers; the rest below
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if not isinstance(child, nn.Linear):
