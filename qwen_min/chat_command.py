@@ -30,6 +30,7 @@ import torch
 from qwen_min.checkpoints.fetch import resolve_checkpoint
 from qwen_min.checkpoints.hf import DTYPES, from_pretrained
 from qwen_min.generation import chat_defaults, generate
+from qwen_min.quant.fastest import fastest_format, to_format
 from qwen_min.quant.quantize import quantize
 from qwen_min.tokenizer.bpe import Tokenizer
 
@@ -40,7 +41,8 @@ def add_arguments(p):
     p.add_argument("prompt", nargs="?", help="generate: the text to continue (required); chat: an optional first message")
     p.add_argument("--checkpoint", help="0.5B (default), 1.5B (fetched on first use), a .gguf file or a Hugging Face folder")
     p.add_argument("--tokenizer", help="tokenizer folder or .gguf (default: the checkpoint's own)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="weights and activations (default fp32)")
+    p.add_argument("--dtype", choices=[*DTYPES, "auto"], default="fp32",
+                   help="weights and activations (default fp32); auto: the fastest of fp32/bf16/int8 here, measured")
     p.add_argument("--quantize", choices=["int8", "int4"],
                    help="weight-only int8 / int4 (groups of 128) on torch's CPU kernels, bf16 activations (qm.quantize)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -72,8 +74,14 @@ def load(args):
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     checkpoint = resolve_checkpoint(args.checkpoint, log=log)
+    if args.dtype == "auto" and args.quantize:
+        raise ValueError("--dtype auto chooses the format itself; drop --quantize (or give a dtype)")
     log(f"loading {checkpoint} ({args.dtype}) ...")
-    model = from_pretrained(checkpoint, dtype=args.dtype, device=args.device)
+    model = from_pretrained(checkpoint, dtype="fp32" if args.dtype == "auto" else args.dtype, device=args.device)
+    if args.dtype == "auto":
+        fmt = fastest_format(model.config, batch=1, device=args.device)
+        log(f"--dtype auto: {fmt} decodes one row fastest here")
+        to_format(model, fmt)
     if args.quantize:
         log(f"quantising to {args.quantize} ...")
         quantize(model, args.quantize)

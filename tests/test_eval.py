@@ -149,6 +149,7 @@ def test_tiny_model_end_to_end(tmp_path, official_tokenizer_dir):
 @pytest.mark.parametrize("args,message", [
     (["--limit", "165"], "--limit must be between 1 and 164"),
     (["--checkpoint", "7B", "--limit", "1"], "no checkpoint '7B'"),
+    (["--dtype", "auto", "--quantize", "int8", "--limit", "1"], "--dtype auto chooses the format itself"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, message):
     result = subprocess.run([sys.executable, "-m", "qwen_min", "eval", "humaneval", *args, "--out", str(tmp_path)],

@@ -4,8 +4,10 @@ streaming, the context limit, and the `generate` / `chat` commands."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import torch
 import qwen_min as qm
 from qwen_min.cli import main as cli_main
 from qwen_min.generation import candidate_logits, chat_defaults, generate, pick, process_logits
+from qwen_min.quant.fastest import to_format
 
 CFG = qm.QwenConfig.from_name("tiny", max_position_embeddings=256)  # the official 151,936-row vocabulary
 
@@ -198,6 +201,17 @@ def test_generate_command(folder, model, tok, capsys):
     assert capsys.readouterr().out == want + "\n"
     assert cli_main(["generate", "--checkpoint", str(folder)]) == 2
     assert "needs a prompt" in capsys.readouterr().err
+
+
+def test_generate_command_dtype_auto(folder, model, tok, capsys):
+    """--dtype auto measures the formats, says which it took, and generates what that format generates."""
+    assert cli_main(["generate", "--checkpoint", str(folder), "--max-new-tokens", "8", "--dtype", "auto", "Hello"]) == 0
+    captured = capsys.readouterr()
+    chosen = re.search(r"--dtype auto: (\w+) decodes one row fastest here", captured.err).group(1)
+    by_hand = to_format(copy.deepcopy(model), chosen)
+    assert captured.out == tok.decode(generate(by_hand, tok.encode("Hello"), max_new_tokens=8)) + "\n"
+    assert cli_main(["generate", "--checkpoint", str(folder), "--dtype", "auto", "--quantize", "int8", "Hello"]) == 2
+    assert "drop --quantize" in capsys.readouterr().err
 
 
 def test_chat_command(folder, model, tok, capsys, monkeypatch):

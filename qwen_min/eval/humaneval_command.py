@@ -3,8 +3,9 @@
 Design choices
 - Defaults: the 0.5B, all 164 problems, batch 8, bf16: on the 2-core CPU this project is
   built on (torch 2.13, 2 threads, idle), `qwen-min bench generate --quantize ... --batch 1,8,32`
-  measured the 0.5B decoding 63.8 tok/s in bf16 against 31.1 in fp32 at batch 8 (README).
-  Measure again on another machine: `--dtype fp32` is one flag away. 5 s per program.
+  measured the 0.5B decoding 71.5 tok/s in bf16 against 33.0 in fp32 at batch 8 (README).
+  On another machine, `--dtype auto` measures fp32, bf16 and int8 at `--batch` and takes the
+  fastest (quant/fastest.py). 5 s per program.
 - `--resume` continues an interrupted run (a full 1.5B run takes about 1.5 hours on 2 cores) after its
   last complete batch; without it, a folder that already holds a run is refused, never overwritten.
 - `--engine transformers` runs the same batches through transformers' `generate` on the same
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from qwen_min.checkpoints.hf import DTYPES
 from qwen_min.eval.humaneval import ENGINES, N_PROBLEMS, evaluate, load_model, load_problems
+from qwen_min.quant.fastest import fastest_format, to_format
 from qwen_min.quant.quantize import quantize
 
 
@@ -27,7 +29,8 @@ def add_arguments(p):
     p.add_argument("--checkpoint", default="0.5B", help="0.5B (default), 1.5B (fetched on first use), a .gguf file or a folder")
     p.add_argument("--limit", type=int, help=f"only the first N problems (default all {N_PROBLEMS})")
     p.add_argument("--batch", type=int, default=8, help="prompts generated together (default 8)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="weights and activations (default bf16)")
+    p.add_argument("--dtype", choices=[*DTYPES, "auto"], default="bf16",
+                   help="weights and activations (default bf16); auto: the fastest of fp32/bf16/int8 at --batch, measured")
     p.add_argument("--max-new-tokens", type=int, default=512, help="per problem (default 512)")
     p.add_argument("--quantize", choices=["int8", "int4"], help="weight-only int8 / int4 (groups of 128), qm.quantize")
     p.add_argument("--engine", choices=ENGINES, default="qwen_min",
@@ -47,11 +50,20 @@ def run(args) -> int:
     if not args.resume and samples.exists() and samples.stat().st_size:
         raise ValueError(f"{args.out} already holds a run (samples.jsonl); --resume continues it, or choose another --out")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
-    model, tok, path = load_model(args.checkpoint, args.dtype, log=log)
-    if args.quantize:
+    if args.dtype == "auto" and (args.quantize or args.engine == "transformers"):
+        raise ValueError("--dtype auto chooses the format itself: use it without --quantize and with the qwen_min engine")
+    model, tok, path = load_model(args.checkpoint, "fp32" if args.dtype == "auto" else args.dtype, log=log)
+    chosen_by = None
+    if args.dtype == "auto":
+        fmt, chosen_by = fastest_format(model.config, args.batch), "--dtype auto (quant/fastest.py)"
+        log(f"--dtype auto: {fmt} decodes {args.batch} rows fastest here")
+        to_format(model, fmt)
+        args.dtype, args.quantize = ("bf16", fmt) if fmt.startswith("int") else (fmt, None)  # as results.json records them
+    elif args.quantize:
         quantize(model, args.quantize)
     log(f"HumanEval: {len(problems)} problems, {path.name}, {args.dtype}, batch {args.batch}, engine {args.engine}")
-    meta = {"checkpoint": str(args.checkpoint), "checkpoint_file": path.name, "dtype": args.dtype, "quantize": args.quantize}
+    meta = {"checkpoint": str(args.checkpoint), "checkpoint_file": path.name, "dtype": args.dtype, "quantize": args.quantize,
+            "format_chosen_by": chosen_by}
     r = evaluate(model, tok, problems, args.out, batch=args.batch, max_new_tokens=args.max_new_tokens,
                  timeout=args.timeout, meta=meta, engine=args.engine, resume=args.resume)
     low, high = r["pass@1_95%_interval"]
