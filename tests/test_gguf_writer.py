@@ -117,3 +117,26 @@ def test_commands_quantize_a_written_checkpoint(files, capsys):
     assert "batch 2: decode speed vs bf16: fp32" in out
     assert "aten::_weight_int8pack_mm" in out.split("int8, batch 1: one decode step")[1]  # the kernel shows in the profile
     assert main(["bench", "generate", "--checkpoint", path, "--quantize", "fp8"]) == 2
+
+
+def test_llama_cpp_decodes_the_written_file_like_qwen_min(tmp_path, monkeypatch):
+    """llama.cpp (when llama-cpp-cffi is installed and loads) reads a save_gguf F32 file and decodes the same greedy
+    tokens as qwen_min; without it, the bench says why in one line."""
+    from qwen_min.bench import generate as bench
+
+    torch.manual_seed(0)
+    model = qm.Qwen(qm.QwenConfig.from_name("tiny", vocab_size=VOCAB, intermediate_size=192)).eval()
+    with torch.no_grad():  # larger weights than the init, so the greedy reply varies instead of repeating one token
+        for p in model.parameters():
+            p.normal_(0, 0.3 if p.dim() == 2 else 0.1).add_(1.0 if p.dim() == 1 else 0.0)
+    path = qm.save_gguf(model, tmp_path / "varied.gguf", dtype="F32")
+    prompt = IDS[0].tolist()
+    theirs, reason = bench.llama_cpp_decode(path, prompt, new_tokens=8, repeats=1)
+    if theirs is None:
+        assert reason.startswith(("llama-cpp-cffi is not installed", "llama.cpp's library does not load"))
+    else:
+        ours = qm.generate(qm.from_pretrained(path), prompt, max_new_tokens=8, stop_ids=())
+        assert theirs["tokens"] == ours and len(set(ours)) > 3
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None)
+    missing = f"llama-cpp-cffi is not installed ({bench.LLAMA_CPP_INSTALL})"
+    assert bench.llama_cpp_decode(path, prompt, 8) == (None, missing)

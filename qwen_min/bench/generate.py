@@ -35,15 +35,22 @@ Design choices
 - `--profile` adds, per format, where one decode step's time goes (torch.profiler, 10 steps of
   one token on a 128-token cache, self time per ATen op): what a faster kernel, less per-op
   overhead or `torch.compile` could win at best.
-- llama.cpp, if `llama_cpp` is importable and the checkpoint is a GGUF, decodes the same
-  prompt from the quantised file (it does not dequantise) for reference.
+- llama.cpp, when llama-cpp-cffi is installed (`pip install llama-cpp-cffi==0.4.42 --no-deps`,
+  a prebuilt llama.cpp called through its C API) and the checkpoint is a GGUF, decodes the same
+  prompt greedily from the quantised file with its own kernels (no dequantisation): its speed,
+  qwen_min's ratio to it per format at batch 1, and where their greedy tokens first differ.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import importlib.machinery
+import importlib.util
+import os
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -183,21 +190,81 @@ def run_engines(model, hf, prompt: list[int], new_tokens: int, repeats: int, dev
     return results
 
 
-def llama_cpp_decode(path: Path, prompt: list[int], new_tokens: int) -> float | None:
-    """Decode tokens/s of llama.cpp on the GGUF file (quantised weights), or None without llama_cpp."""
+LLAMA_CPP_INSTALL = "pip install llama-cpp-cffi==0.4.42 --no-deps"
+
+
+def _llama_cpp_library():
+    """((ffi, lib), None) for llama.cpp's C API, or (None, why not). The library is llama-cpp-cffi's prebuilt CPU
+    build, loaded on its own: the package's Python layer imports transformers < 5, which this project does not pin."""
+    spec = importlib.util.find_spec("llama")
+    folder = Path(next(iter(spec.submodule_search_locations or []), "")) if spec else None
+    library = next(folder.glob("_llama_cpp_cpu*.so"), None) if folder else None
+    if library is None:
+        return None, f"llama-cpp-cffi is not installed ({LLAMA_CPP_INSTALL})"
+    loader = importlib.machinery.ExtensionFileLoader("_llama_cpp_cpu", str(library))
     try:
-        import llama_cpp
-    except ImportError:
-        return None
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(prompt) + new_tokens + 8, n_threads=torch.get_num_threads(),
-                          verbose=False)
-    first = None
-    for i, _ in enumerate(llm.generate(prompt, top_k=1, temp=0.0)):
-        if i == 0:
-            first = time.perf_counter()
-        if i == new_tokens - 1:
-            break
-    return (new_tokens - 1) / (time.perf_counter() - first)
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader("_llama_cpp_cpu", loader))
+        loader.exec_module(module)
+    except ImportError as e:  # e.g. a libstdc++ older than the one it was built against (README)
+        return None, f"llama.cpp's library does not load: {e}"
+    return (module.ffi, module.lib), None
+
+
+@contextmanager
+def _c_stderr_silenced():
+    """Send file descriptor 2 (where C libraries write) to /dev/null for the duration of the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def llama_cpp_decode(path: Path, prompt: list[int], new_tokens: int, repeats: int = 3) -> tuple[dict | None, str | None]:
+    """llama.cpp on the GGUF file with its own quantised kernels, greedy, batch 1, `torch.get_num_threads()` threads:
+    ({"prefill_tok_s", "decode_tok_s", "tokens"}, None), best of `repeats` after a warm-up, or (None, why not)."""
+    api, reason = _llama_cpp_library()
+    if api is None:
+        return None, reason
+    ffi, lib = api
+    with _c_stderr_silenced():  # llama.cpp logs every metadata key and tensor while loading
+        lib.llama_backend_init()
+        model = lib.llama_model_load_from_file(str(path).encode(), lib.llama_model_default_params())
+        params = lib.llama_context_default_params()
+        params.n_ctx, params.n_batch = len(prompt) + new_tokens + 8, len(prompt)
+        params.n_threads = params.n_threads_batch = torch.get_num_threads()
+        ctx = lib.llama_init_from_model(model, params)
+    n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
+
+    def decode(ids: list[int]) -> None:
+        tokens = ffi.new("llama_token[]", ids)  # named: the batch only points at it, so it must outlive llama_decode
+        if lib.llama_decode(ctx, lib.llama_batch_get_one(tokens, len(ids))) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    def run() -> dict:
+        lib.llama_kv_self_clear(ctx)
+        start = time.perf_counter()
+        decode(prompt)
+        prefill = time.perf_counter() - start
+        tokens = []
+        for _ in range(new_tokens):
+            logits = ffi.buffer(lib.llama_get_logits_ith(ctx, -1), 4 * n_vocab)
+            tokens.append(int(torch.frombuffer(bytearray(logits), dtype=torch.float32).argmax()))
+            decode(tokens[-1:])
+        decode_s = time.perf_counter() - start - prefill
+        return {"prefill_tok_s": len(prompt) / prefill, "decode_tok_s": new_tokens / decode_s, "tokens": tokens}
+
+    try:
+        with _c_stderr_silenced():
+            run()  # warm-up: llama.cpp repacks some weights on first use (and says so)
+        return max((run() for _ in range(repeats)), key=lambda r: r["decode_tok_s"]), None
+    finally:
+        lib.llama_free(ctx)
+        lib.llama_model_free(model)
 
 
 def decode_profile(model, rows: list[list[int]], steps: int = 10, top: int = 6) -> list[tuple[str, float, int]]:
@@ -234,20 +301,22 @@ def _csv(text: str, what: str, parse=str) -> list:
 
 
 def _batch_speed(model, rows: list[list[int]], new_tokens: int, repeats: int, device: str) -> dict:
-    """Best prefill time (1 new token) and full-run time over `repeats`, and the peak memory, for one batch."""
+    """Best prefill time (1 new token) and full-run time over `repeats`, the peak memory and the first row's tokens."""
     best = {"prefill_s": float("inf"), "full_s": float("inf"), "peak": 0}
     with torch.inference_mode():
         generate(model, rows, max_new_tokens=2, stop_ids=())  # warm-up, untimed
         for _ in range(repeats):
             seconds, _, peak = _timed(lambda: generate(model, rows, max_new_tokens=1, stop_ids=()), device)
             best["prefill_s"] = min(best["prefill_s"], seconds)
-            seconds, _, peak_full = _timed(lambda: generate(model, rows, max_new_tokens=new_tokens, stop_ids=()), device)
+            seconds, out, peak_full = _timed(lambda: generate(model, rows, max_new_tokens=new_tokens, stop_ids=()), device)
             best["full_s"], best["peak"] = min(best["full_s"], seconds), max(best["peak"], peak, peak_full)
+            best["tokens"] = out[0]
     return best
 
 
-def run_formats(args, checkpoint: Path, prompt: list[int], bandwidth: float) -> None:
-    """Prefill / decode tokens/s per format and batch size, peak memory, and each format's bandwidth floor."""
+def run_formats(args, checkpoint: Path, prompt: list[int], bandwidth: float) -> dict[str, tuple[float, list[int]]]:
+    """Prefill / decode tokens/s per format and batch size, peak memory, and each format's bandwidth floor.
+    Returns {format: (decode tok/s, greedy tokens)} at the first batch size, for the comparison with llama.cpp."""
     formats, batches = _csv(args.quantize, "quantize"), _csv(args.batch, "batch", int)
     if not formats or set(formats) - set(FORMATS):
         raise ValueError(f"--quantize takes a comma list of {', '.join(FORMATS)}, got {args.quantize!r}")
@@ -257,7 +326,7 @@ def run_formats(args, checkpoint: Path, prompt: list[int], bandwidth: float) -> 
               f"{'floor (steps/s)':>15} {'of floor':>8}")
     print(header)
     print("-" * len(header))
-    decode, profiles = {}, {}
+    decode, profiles, first_batch = {}, {}, {}
     for fmt in formats:
         model = from_pretrained(checkpoint, dtype=torch.bfloat16 if fmt == "bf16" else torch.float32, device=args.device)
         if fmt in ("int8", "int4"):
@@ -267,6 +336,8 @@ def run_formats(args, checkpoint: Path, prompt: list[int], bandwidth: float) -> 
             best = _batch_speed(model, [prompt] * b, args.new_tokens, args.repeats, args.device)
             step_s = max(best["full_s"] - best["prefill_s"], 1e-9) / (args.new_tokens - 1)
             decode[fmt, b] = b / step_s
+            if b == batches[0]:
+                first_batch[fmt] = (b / step_s, best["tokens"])
             print(f"{fmt:7} {b:5} {b * len(prompt) / best['prefill_s']:13.1f} {b / step_s:12.2f} {1 / step_s:8.2f} "
                   f"{best['peak'] / 2**30:9.2f} GB {floor:15.2f} {1 / step_s / floor:8.0%}")
         if getattr(args, "profile", False):
@@ -281,6 +352,7 @@ def run_formats(args, checkpoint: Path, prompt: list[int], bandwidth: float) -> 
         print(f"\n{fmt}, batch {batches[0]}: one decode step, {total:.1f} ms of operator time (torch.profiler, self time)")
         for op, ms, calls in table:
             print(f"  {op[:48]:48} {ms:7.2f} ms {ms / total:6.1%} {calls:5d} calls")
+    return first_batch
 
 
 # ---------------------------------------------------------------------------- the command
@@ -297,8 +369,8 @@ def run(args):
     if args.quantize:
         bandwidth = memory_bandwidth(args.device)
         print(f"memory bandwidth (sum over 256 MB): {bandwidth / 1e9:.1f} GB/s")
-        run_formats(args, checkpoint, prompt, bandwidth)
-        _llama_cpp_line(checkpoint, prompt, args.new_tokens)
+        ours = run_formats(args, checkpoint, prompt, bandwidth)
+        _llama_cpp_line(checkpoint, prompt, args.new_tokens, ours if _csv(args.batch, "batch", int)[0] == 1 else {})
         return 0
     model = from_pretrained(checkpoint, dtype=torch.float32, device=args.device)
     bandwidth = memory_bandwidth(args.device)
@@ -306,6 +378,7 @@ def run(args):
     header = f"{'dtype':9} {'engine':13} {'prefill tok/s':>13} {'decode tok/s':>12} {'peak memory':>11}"
     print(header)
     print("-" * len(header))
+    compared = {}
     for dtype_name in args.dtypes:
         model = model.to(DTYPES[dtype_name])  # in place: the fp32 tensors are released
         hf = transformers_twin(model)
@@ -320,11 +393,21 @@ def run(args):
               f"same tokens: {'yes' if ours['tokens'] == theirs['tokens'] else 'NO'}")
         print(f"{'':9} {'floor':13} {'':13} {floor:12.2f}   bandwidth / {bytes_per_token(model) / 1e9:.2f} GB per token; "
               f"qwen_min decodes at {ours['decode_tok_s'] / floor:.0%} of it")
-    _llama_cpp_line(checkpoint, prompt, args.new_tokens)
+        compared[dtype_name] = (ours["decode_tok_s"], ours["tokens"])
+    _llama_cpp_line(checkpoint, prompt, args.new_tokens, compared)
 
 
-def _llama_cpp_line(checkpoint: Path, prompt: list[int], new_tokens: int) -> None:
-    if checkpoint.suffix == ".gguf":
-        speed = llama_cpp_decode(checkpoint, prompt, new_tokens)
-        print(f"llama.cpp on the quantised GGUF: {speed:.2f} decode tok/s (batch 1)" if speed is not None
-              else "llama.cpp: llama_cpp is not importable, skipped")
+def _llama_cpp_line(checkpoint: Path, prompt: list[int], new_tokens: int, ours: dict[str, tuple[float, list[int]]]) -> None:
+    """llama.cpp's batch-1 speed on the same file, and qwen_min's `ours` ({format: (decode tok/s, tokens)}) against it."""
+    if checkpoint.suffix != ".gguf":
+        return
+    theirs, reason = llama_cpp_decode(checkpoint, prompt, new_tokens)
+    if theirs is None:
+        print(f"llama.cpp: skipped, {reason}")
+        return
+    print(f"llama.cpp on the GGUF file (its own quantised kernels), batch 1: prefill {theirs['prefill_tok_s']:.1f} tok/s, "
+          f"decode {theirs['decode_tok_s']:.2f} tok/s")
+    for fmt, (speed, tokens) in ours.items():
+        same = next((i for i, (a, b) in enumerate(zip(tokens, theirs["tokens"])) if a != b), min(len(tokens), new_tokens))
+        print(f"  qwen_min {fmt}: {speed / theirs['decode_tok_s']:.2f}x llama.cpp's decode speed; "
+              f"greedy tokens identical for the first {same} of {new_tokens}")

@@ -3,7 +3,7 @@
 Design choices
 - Defaults: the 0.5B, all 164 problems, batch 8, bf16: on the 2-core CPU this project is
   built on (torch 2.13, 2 threads, idle), `qwen-min bench generate --quantize ... --batch 1,8,32`
-  measured the 0.5B decoding 71.5 tok/s in bf16 against 33.0 in fp32 at batch 8 (README).
+  measured the 0.5B decoding 73.7 tok/s in bf16 against 27.4 in fp32 at batch 8 (README).
   On another machine, `--dtype auto` measures fp32, bf16 and int8 at `--batch` and takes the
   fastest (quant/fastest.py). 5 s per program.
 - `--resume` continues an interrupted run (a full 1.5B run takes about 1.5 hours on 2 cores) after its
