@@ -5,7 +5,7 @@
     qm.generate(model, prompts, dtype="auto")       # both, for the batch it is given
 
 Design choices
-- A decode step is the model's matrix products (81-89% of it on 2 CPU cores, README's
+- A decode step is mostly the model's matrix products (68-92% of it on 2 CPU cores, README's
   profile), so the choice times those: one decoder layer's seven projections at the model's
   real shapes (random weights), on `batch` rows, in each candidate format; best of 5 after a
   warm-up. Which format wins depends on the machine, the torch build and the batch (bf16 was
