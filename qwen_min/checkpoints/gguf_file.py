@@ -13,7 +13,8 @@ Design choices
 - Parsed here in ~80 lines of `struct` reads over a memory map: it is the part of the format
   worth reading once, it gives one-line errors that name the file and the field, and it takes
   ~0.2 s where `gguf.GGUFReader` takes ~15 s (it builds a numpy view per token string of the
-  embedded tokenizer). Decoding the *blocks* is left to `gguf.quants` (gguf_loader.py).
+  embedded tokenizer). Decoding the *blocks* is quant/gguf_blocks.py's (called by gguf_loader.py);
+  the `gguf` package supplies only the names and block sizes of the quantisation types.
 - No torch here: the tokenizer reads its vocabulary from this metadata too (tokenizer_files.py).
 - GGUF dims are listed innermost first (ggml's ne0, ne1): a (out, in) torch weight is
   stored as dims [in, out]. We reverse them.

@@ -6,8 +6,8 @@
     ex.check_greedy_decode(my_decode)     # debug: my_decode(model, prompt_ids, n) -> n new ids, with a KVCache;
                                           #        ex.buggy_greedy_decode holds the planted bug
 
-References: `gguf.quants.dequantize` (what the loader uses), `qwen_min.generation.process_logits`
-and `qwen_min.generate` (greedy, no stop token).
+References: `gguf.quants.dequantize` (the loader's own decoders, quant/gguf_blocks.py, equal it bit for bit;
+the student may call neither), `qwen_min.generation.process_logits` and `qwen_min.generate` (greedy, no stop token).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from qwen_min.course.exercises import compare
 from qwen_min.generation import generate, process_logits
 from qwen_min.model.attention import KVCache
 from qwen_min.model.qwen import Qwen
+from qwen_min.quant.gguf_blocks import dequantize_q5_0
 
 
 def _as_tensor(fn):
@@ -50,7 +51,7 @@ def check_dequantize_q5_0(student) -> None:
             hint="check the three parts separately: the scale (fp16, view the two bytes, do not convert them as "
                  "integers), the 5th bits (which bit belongs to which value), the nibbles (which half of a byte "
                  "holds the first 16 values); the 5-bit values are unsigned, centred on 16.",
-            forbidden=[gguf.quants.dequantize])
+            forbidden=[gguf.quants.dequantize, dequantize_q5_0])
 
 
 def check_top_p(student) -> None:
@@ -94,7 +95,7 @@ def check_greedy_decode(student) -> None:
 
 
 PACKAGE_EQUIVALENTS = {
-    "check_dequantize_q5_0": [_q5_0_reference],
+    "check_dequantize_q5_0": [_q5_0_reference, dequantize_q5_0],
     "check_top_p": [lambda logits, p: process_logits(logits, top_p=p)],
     "check_greedy_decode": [lambda m, prompt, n: generate(m, prompt, max_new_tokens=n, stop_ids=())],
 }
