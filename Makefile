@@ -3,7 +3,8 @@
 #                      (every chapter at most about 3 min on 2 cores; chapter 13 runs its shortened chain)
 #   make full-chain    chapter 13 alone with the full-size chain (about 20 min on 2 cores)
 #   make test          ruff, then pytest over the package's doctests, tests/ and the notebooks (nbval), ending with pytest's summary
-#   make lab           JupyterLab on notebooks/ with qwen_min importable
+#   make lab           JupyterLab on notebooks/ with qwen_min importable (LAB_DIR=student for the student edition;
+#                      as root it passes --allow-root, which JupyterLab otherwise demands)
 #   make student       the student edition: notebooks/ copied to student/ with every exercise solution replaced by a stub
 #   make lock          rewrite requirements.lock from the current .venv
 
@@ -39,7 +40,7 @@ test: checkpoints
 	@echo "==> ruff"
 	$(BIN)/ruff check qwen_min tests notebooks data
 	@echo "==> pytest: the package's docstring examples, unit, parity and end-to-end tests, then every notebook top to bottom (nbval)"
-	$(BIN)/pytest qwen_min tests notebooks --doctest-modules --nbval-lax -p no:cacheprovider
+	$(BIN)/pytest qwen_min tests notebooks --doctest-modules --nbval-lax -p no:cacheprovider --durations=30
 
 walkthrough: checkpoints
 	@echo "==> executing every notebook into build/walkthrough/"
@@ -49,8 +50,12 @@ full-chain: checkpoint
 	@echo "==> chapter 13 with the full-size chain into build/full-chain/"
 	$(BIN)/python -m qwen_min.course.walkthrough --full-chain --out build/full-chain notebooks/13_end_to_end.ipynb
 
+# JupyterLab refuses to start as root without --allow-root; containers and classroom VMs often run as root.
+LAB_DIR ?= notebooks
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: env
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(ALLOW_ROOT) $(LAB_DIR)/
 
 student: env
 	$(BIN)/python -m qwen_min.course.student --out student

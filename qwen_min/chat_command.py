@@ -12,18 +12,26 @@ Design choices
 - Sampling: `generate` is greedy unless asked otherwise, so a command gives the same
   text twice; `chat` samples with Qwen's recommended settings (`chat_defaults()`:
   temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.1). Any sampling flag overrides
-  the preset; `--temperature 0` is greedy.
+  the preset; `--temperature 0` is greedy. A reply ends at the end tokens of the checkpoint's own tokenizer
+  (`Tokenizer.stop_ids`): a model trained with a tokenizer of its own (`qwen-min pretrain`) has other ids
+  for `<|im_end|>` than Qwen's 151645.
 - The chat history is a list of {"role", "content"} messages rendered by the chat template
   every turn (the whole conversation is re-encoded and prefilled: simple, and at this model
   size the prefill is a small part of a turn). A turn that would not fit the context is
   refused with the error and the advice to /reset; nothing is truncated silently.
 - Ctrl-C while a reply is streaming stops that reply (the turn is dropped); at the prompt it
-  leaves, like Ctrl-D (EOF). Both exit cleanly with status 0.
+  leaves, like Ctrl-D (EOF, also the end of piped input). Both end the line, print "bye" and exit
+  with status 0.
+- A reply that stopped at --max-new-tokens, not at an end token, is marked "[cut at N tokens]", so a cut
+  answer is never mistaken for a finished one.
+- `generate` writes the text on stdout and, on stderr, how many tokens it wrote in how long (prefill
+  included): stdout stays the text alone, for pipes.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 
@@ -96,6 +104,7 @@ def run(args):
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     options = sampling_options(args)
     model, tokenizer = load(args)
+    options["stop_ids"] = tokenizer.stop_ids
     return (chat_loop if args.command == "chat" else generate_once)(model, tokenizer, args, options)
 
 
@@ -114,9 +123,20 @@ def generate_once(model, tokenizer, args, options) -> int:
         ids = tokenizer.encode(text, allowed_special="all")
     else:
         ids = tokenizer.encode(args.prompt)
-    generate(model, ids, **options, tokenizer=tokenizer, on_text=_stream)
+    start = time.perf_counter()
+    reply = generate(model, ids, **options, tokenizer=tokenizer, on_text=_stream)
+    seconds = time.perf_counter() - start
     print()
+    tokens = f"{len(reply)} new token{'s' if len(reply) != 1 else ''}"
+    stopped = "; stopped at --max-new-tokens" if _was_cut(reply, args) else ""
+    print(f"{tokens} in {seconds:.2f} s, {len(reply) / max(seconds, 1e-9):.1f} tok/s (prefill included){stopped}",
+          file=sys.stderr)
     return 0
+
+
+def _was_cut(reply: list[int], args) -> bool:
+    """Whether generation stopped at --max-new-tokens rather than at an end token (which `generate` leaves out)."""
+    return len(reply) >= args.max_new_tokens
 
 
 def chat_loop(model, tokenizer, args, options) -> int:
@@ -127,7 +147,7 @@ def chat_loop(model, tokenizer, args, options) -> int:
         try:
             line = pending if pending is not None else input(">>> ")
         except (EOFError, KeyboardInterrupt):
-            print()
+            print("\nbye")
             return 0
         pending = None
         command = line.strip()
@@ -149,5 +169,5 @@ def chat_loop(model, tokenizer, args, options) -> int:
         except ValueError as e:  # the conversation no longer fits the context
             print(f"error: {e}; /reset starts a new conversation", file=sys.stderr)
             continue
-        print()
+        print(f" [cut at {args.max_new_tokens} tokens]" if _was_cut(reply, args) else "")
         history = turn + [{"role": "assistant", "content": tokenizer.decode(reply)}]

@@ -6,7 +6,11 @@ Design choices
   `qwen-min --help` stays fast.
 - Bad input ends in one line on stderr, `qwen-min <command>: error: ...`, and exit code 2,
   never a traceback: every error the package raises on purpose is a ValueError,
-  OSError or RuntimeError subclass and is caught here.
+  OSError or RuntimeError subclass and is caught here. argparse's own refusals (an unknown
+  choice, a missing flag) are one line too (`OneLineParser`): its default prints the whole
+  usage first, 15 lines for `pretrain`, and the line that matters comes last.
+- `--device cuda` on a torch without CUDA is refused here, for every command that takes
+  `--device`, before the command does anything (tokenising, loading, creating its --out).
 """
 
 from __future__ import annotations
@@ -41,6 +45,24 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `PROG: error: MESSAGE (PROG --help lists the options)`, exit code 2.
+    Sub-command parsers are of the same class (argparse makes them with the class of their parent)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the options)\n")
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a CUDA device when this torch cannot use one (a CPU-only build, or no GPU visible)."""
+    if device and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            build = "this torch was built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise ValueError(f"CUDA is not available ({build}, torch {torch.__version__}): use --device cpu")
+
+
 def add_subcommands(p, table: dict[str, tuple[str, str]]) -> None:
     """A second level of commands (`qwen-min bench NAME`, `qwen-min eval NAME`): name -> (module, one-line help),
     each module with add_arguments(parser) and run(args), like the first level."""
@@ -56,7 +78,7 @@ def run_subcommand(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="qwen-min",
         description="qwen-min: Qwen2.5 built from scratch, checked against the real thing.",
     )
@@ -69,12 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code (also for --help and argparse's refusals, so tests call it directly)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a refused command line (2, one line already printed)
+        return e.code
     if args.command is None:
         parser.print_help()
         return 0
     try:
+        check_device(getattr(args, "device", None))
         return importlib.import_module(args._module).run(args) or 0
     except KeyboardInterrupt:
         print(file=sys.stderr)

@@ -10,13 +10,15 @@ import subprocess
 import sys
 from fractions import Fraction
 from math import comb
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import qwen_min as qm
-from qwen_min.eval import humaneval
+from qwen_min.cli import main
+from qwen_min.eval import humaneval, humaneval_command
 from qwen_min.eval.humaneval import chat_prompt, evaluate, load_problems
 from qwen_min.eval.passk import mean_pass_at_k, pass_at_k, wilson_interval
 from qwen_min.eval.sandbox import run_program
@@ -188,9 +190,9 @@ def test_transformers_engine_writes_what_qwen_min_writes(tmp_path, official_toke
         evaluate(model, tok, problems, tmp_path / "x", engine="vllm")
 
 
-def test_resume_continues_after_the_last_complete_batch(tmp_path):
-    """A run stopped mid-batch (3 of 4 lines written, the last one cut) resumes after its last complete batch and
-    ends with the files an uninterrupted run writes; other settings, or nothing to resume, are refused."""
+def test_resume_keeps_every_finished_sample(tmp_path):
+    """A run stopped mid-batch (3 of 4 lines written, the last one cut) keeps its 3 finished samples, generates the
+    4th, and ends with the files an uninterrupted run writes; other settings, or nothing to resume, are refused."""
     problems = load_problems(4)
     answers = [p["prompt"] + p["canonical_solution"] for p in problems]
     answers[1] = problems[1]["prompt"] + "    return []\n"
@@ -201,13 +203,32 @@ def test_resume_continues_after_the_last_complete_batch(tmp_path):
     (tmp_path / "cut" / "samples.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
     resumed = evaluate(None, None, problems, tmp_path / "cut", batch=2, progress=False, completions=answers, resume=True)
     assert (tmp_path / "cut" / "samples.jsonl").read_text() == (tmp_path / "whole" / "samples.jsonl").read_text()
-    drop = ("seconds", "tokens_per_s", "finished_utc")
+    drop = ("seconds", "session_seconds", "tokens_per_s", "finished_utc")
     assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in whole.items() if k not in drop}
     assert whole["passed"] == 3
     with pytest.raises(ValueError, match="other settings"):
         evaluate(None, None, problems, tmp_path / "cut", batch=4, progress=False, completions=answers, resume=True)
     with pytest.raises(ValueError, match="nothing to resume"):
         evaluate(None, None, problems, tmp_path / "empty", batch=2, progress=False, completions=answers, resume=True)
+    assert not (tmp_path / "empty").exists()
+
+
+def test_resume_of_a_finished_run_generates_nothing(tmp_path, official_tokenizer_dir, monkeypatch):
+    """3 problems in batches of 2 (the last batch partial): resumed, the finished run generates nothing, keeps its
+    samples, and reports the first session's time and tokens as the total, this session's apart."""
+    torch.manual_seed(0)
+    tok = qm.Tokenizer.from_pretrained(official_tokenizer_dir)
+    model = qm.Qwen(qm.QwenConfig.from_name("tiny", vocab_size=151936)).eval()
+    problems = load_problems(3)
+    first = evaluate(model, tok, problems, tmp_path, batch=2, max_new_tokens=4, progress=False)
+    samples = (tmp_path / "samples.jsonl").read_text()
+    monkeypatch.setattr(humaneval, "generate", lambda *a, **k: pytest.fail("a finished sample was generated again"))
+    again = evaluate(model, tok, problems, tmp_path, batch=2, max_new_tokens=4, progress=False, resume=True)
+    assert (tmp_path / "samples.jsonl").read_text() == samples
+    assert again["session_generated_tokens"] == 0 and again["generated_tokens"] == first["generated_tokens"] > 0
+    assert again["seconds"] == round(first["seconds"] + again["session_seconds"], 1)
+    assert again["session_seconds"] < first["seconds"] + again["session_seconds"]
+    assert {k: again[k] for k in ("passed", "problems")} == {k: first[k] for k in ("passed", "problems")}
 
 
 def test_cli_refuses_to_overwrite_a_run(tmp_path):
@@ -216,3 +237,12 @@ def test_cli_refuses_to_overwrite_a_run(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "already holds a run" in result.stderr
     assert (tmp_path / "samples.jsonl").read_text() == '{"task_id": "HumanEval/0"}\n'
+
+
+def test_cli_names_one_problem_in_the_singular(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(humaneval_command, "load_model", lambda *args, **kwargs: (None, None, Path("model.gguf")))
+    monkeypatch.setattr(humaneval_command, "evaluate", lambda *args, **kwargs: {
+        "pass@1": 1.0, "passed": 1, "problems": 1, "pass@1_95%_interval": [0.21, 1.0], "seconds": 3.0, "tokens_per_s": 9.0})
+    assert main(["eval", "humaneval", "--limit", "1", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "HumanEval: 1 problem, model.gguf" in captured.err and "pass@1 1.000 (1/1)" in captured.out

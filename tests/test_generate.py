@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import qwen_min as qm
+from qwen_min import chat_command
 from qwen_min.cli import main as cli_main
 from qwen_min.generation import candidate_logits, chat_defaults, generate, pick, process_logits
 from qwen_min.quant.fastest import to_format
@@ -196,9 +197,14 @@ def folder(model, tmp_path_factory, official_tokenizer_dir):
 
 
 def test_generate_command(folder, model, tok, capsys):
+    """The text alone on stdout; its token count, time and tok/s on stderr."""
     assert cli_main(["generate", "--checkpoint", str(folder), "--max-new-tokens", "8", "Hello"]) == 0
-    want = tok.decode(generate(model, tok.encode("Hello"), max_new_tokens=8))
-    assert capsys.readouterr().out == want + "\n"
+    want = generate(model, tok.encode("Hello"), max_new_tokens=8)
+    captured = capsys.readouterr()
+    assert captured.out == tok.decode(want) + "\n"
+    timing = re.search(r"^(\d+) new tokens? in [\d.]+ s, [\d.]+ tok/s \(prefill included\)(.*)$", captured.err, re.M)
+    assert int(timing.group(1)) == len(want)
+    assert (timing.group(2) == "; stopped at --max-new-tokens") == (len(want) == 8)
     assert cli_main(["generate", "--checkpoint", str(folder)]) == 2
     assert "needs a prompt" in capsys.readouterr().err
 
@@ -221,9 +227,27 @@ def test_chat_command(folder, model, tok, capsys, monkeypatch):
     out = capsys.readouterr().out
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
     prompt = tok.encode(tok.render_chat(messages, add_generation_prompt=True), allowed_special="all")
-    reply = tok.decode(generate(model, prompt, max_new_tokens=6))
+    reply_ids = generate(model, prompt, max_new_tokens=6)
+    reply = tok.decode(reply_ids)
     assert out.count(reply) == 2  # the same first turn twice: /reset forgot the first exchange
     assert "(history cleared)" in out
+    assert len(reply_ids) == 6 and out.count(reply + " [cut at 6 tokens]\n") == 2  # a reply stopped by the limit says so
+    assert out.endswith(">>> \nbye\n")  # the end of the input ends the line, says bye and exits 0
+
+
+def test_replies_end_at_the_checkpoints_own_end_tokens(tmp_path, monkeypatch):
+    """A model trained with a tokenizer of its own (`qwen-min pretrain`) has its own <|im_end|> id, not Qwen's 151645:
+    generate and chat stop at the ids of the checkpoint's tokenizer."""
+    tok = qm.train_bpe(["How many times does b appear in: b, a, b? 2"] * 20, 300)
+    qm.save_pretrained(qm.Qwen(qm.QwenConfig.from_name("tiny", vocab_size=300)), tmp_path)
+    tok.save_pretrained(tmp_path)
+    seen = []
+    monkeypatch.setattr(chat_command, "generate", lambda *args, **kwargs: seen.append(kwargs["stop_ids"]) or [])
+    assert cli_main(["generate", "--checkpoint", str(tmp_path), "--chat", "hi"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    assert cli_main(["chat", "--checkpoint", str(tmp_path)]) == 0
+    assert seen == [tok.stop_ids] * 2
+    assert tok.added_tokens["<|im_end|>"] in tok.stop_ids and not set(tok.stop_ids) & {151645, 151643}
 
 
 # ---------------------------------------------------------------------------- notebook 06 exercise checkers

@@ -15,9 +15,13 @@ Design choices
   (new tokens - 1) / (time of the full run - prefill time). Each figure is the best of
   `--repeats` runs, engines interleaved, so a busy machine hurts both alike. Speeds are
   reported as ratios qwen_min / transformers; absolute numbers only say what this machine did.
-- Decode is memory-bound: each new token reads every weight matrix once (the embedding
-  table excepted: one row). bytes per token / measured bandwidth (a 256 MB `sum`,
-  measured in the same run) is the speed no engine can beat in that dtype.
+- Decode is memory-bound: each step reads every weight matrix once (the embedding table
+  excepted: one row) and each row's KV cache (keys and values of every earlier position, taken
+  at the mean context of the decode). The floor is measured bandwidth / those bytes: the steps/s
+  no engine can beat in that format. The bandwidth is measured in the same run, the best of
+  5 reads of 256 MB by two kernels, a `sum` and a matrix-vector product (the decode's own access
+  pattern); other work on the machine can only slow it, so a figure above 100% of the floor
+  means the bandwidth was measured while the machine was busy (the printed header says so).
 - Peak memory: CPU peak resident set (Linux VmHWM, reset before each run through
   /proc/self/clear_refs), CUDA `max_memory_allocated`. It includes the shared weights and
   the ~0.2 GB of the interpreter and torch. Before each reset, freed memory is handed back
@@ -25,8 +29,8 @@ Design choices
   stayed resident and counted in the next peaks.
 - `--quantize fp32,bf16,int8,int4 --batch 1,8,32` compares weight formats instead of engines
   (qwen_min only; int8/int4 are `qm.quantize`'s weight-only kernels): prefill and decode tokens/s
-  per batch size (tokens of all rows together), peak memory, and each format's floor, bandwidth /
-  bytes of weights per step (one step serves the whole batch, so the floor is per step = per row).
+  per batch size (tokens of all rows together), peak memory, and each format's floor in steps/s (one
+  step serves the whole batch: the weights are read once for all rows, the KV cache once per row).
   Each format is loaded afresh; its peak covers its own weights and the run's KV cache and
   activations.
 - Every engine, format and batch size gets one untimed warm-up run first: the first pass over
@@ -83,21 +87,31 @@ def add_arguments(p):
 
 # ---------------------------------------------------------------------------- measuring
 def memory_bandwidth(device: str, nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
-    """Bytes/s of reading a 256 MB tensor with `sum`, best of `repeats`."""
+    """Bytes/s of reading a 256 MB fp32 tensor: the best of `repeats` rounds of a `sum` and of a matrix-vector
+    product (a decode step's access pattern), so the figure is what this machine can read, not what one kernel does."""
     x = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    matrix, vector = x.view(-1, 4096), torch.ones(4096, dtype=torch.float32, device=device)
     best = float("inf")
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        x.sum().item()
-        best = min(best, time.perf_counter() - start)
+        for read in (lambda: x.sum().item(), lambda: (matrix @ vector)[0].item()):
+            _sync(device)
+            start = time.perf_counter()
+            read()
+            best = min(best, time.perf_counter() - start)
     return nbytes / best
 
 
-def bytes_per_token(model) -> int:
-    """Bytes of weights one decode step reads: every parameter but the embedding table (one row of it)."""
+def bytes_per_token(model, context: int = 0, rows: int = 1) -> int:
+    """Bytes one decode step reads: every weight once (the embedding table: one row, `weight_bytes`; all of it again
+    when the LM head is tied to it), plus the KV cache of `rows` rows over `context` earlier positions (in the
+    activations' dtype, as `generate` keeps it)."""
     embedding = model.model.embed_tokens.weight
-    return sum(p.numel() * p.element_size() for p in model.parameters() if p is not embedding) + embedding[0].nbytes
+    tied_head = embedding.nbytes if getattr(model.lm_head, "weight", None) is embedding else 0
+    return weight_bytes(model) + tied_head + rows * context * model.config.kv_cache_bytes_per_token(embedding.element_size())
+
+
+FLOOR_HEADER = ("floor: steps/s if each decode step only read its bytes (weights + KV cache) at the bandwidth above; "
+                "above 100% of it means that measurement was slowed by other work")
 
 
 def _sync(device: str) -> None:
@@ -331,8 +345,9 @@ def run_formats(args, checkpoint: Path, prompt: list[int], bandwidth: float) -> 
         model = from_pretrained(checkpoint, dtype=torch.bfloat16 if fmt == "bf16" else torch.float32, device=args.device)
         if fmt in ("int8", "int4"):
             quantize(model, fmt)
-        floor = bandwidth / weight_bytes(model)
+        context = len(prompt) + args.new_tokens // 2  # the mean over the decode steps
         for b in batches:
+            floor = bandwidth / bytes_per_token(model, context, rows=b)
             best = _batch_speed(model, [prompt] * b, args.new_tokens, args.repeats, args.device)
             step_s = max(best["full_s"] - best["prefill_s"], 1e-9) / (args.new_tokens - 1)
             decode[fmt, b] = b / step_s
@@ -368,13 +383,13 @@ def run(args):
           f"{args.device}, {torch.get_num_threads()} threads")
     if args.quantize:
         bandwidth = memory_bandwidth(args.device)
-        print(f"memory bandwidth (sum over 256 MB): {bandwidth / 1e9:.1f} GB/s")
+        print(f"memory bandwidth (best read of 256 MB): {bandwidth / 1e9:.1f} GB/s; {FLOOR_HEADER}")
         ours = run_formats(args, checkpoint, prompt, bandwidth)
         _llama_cpp_line(checkpoint, prompt, args.new_tokens, ours if _csv(args.batch, "batch", int)[0] == 1 else {})
         return 0
     model = from_pretrained(checkpoint, dtype=torch.float32, device=args.device)
     bandwidth = memory_bandwidth(args.device)
-    print(f"memory bandwidth (sum over 256 MB): {bandwidth / 1e9:.1f} GB/s")
+    print(f"memory bandwidth (best read of 256 MB): {bandwidth / 1e9:.1f} GB/s; {FLOOR_HEADER}")
     header = f"{'dtype':9} {'engine':13} {'prefill tok/s':>13} {'decode tok/s':>12} {'peak memory':>11}"
     print(header)
     print("-" * len(header))
@@ -387,11 +402,12 @@ def run(args):
         for name, r in results.items():
             print(f"{dtype_name:9} {name:13} {r['prefill_tok_s']:13.1f} {r['decode_tok_s']:12.2f} {r['peak'] / 2**30:9.2f} GB")
         ours, theirs = results["qwen_min"], results["transformers"]
-        floor = bandwidth / bytes_per_token(model)
+        step_bytes = bytes_per_token(model, context=len(prompt) + args.new_tokens // 2)
+        floor = bandwidth / step_bytes
         print(f"{'':9} {'ratio':13} {ours['prefill_tok_s'] / theirs['prefill_tok_s']:12.2f}x "
               f"{ours['decode_tok_s'] / theirs['decode_tok_s']:11.2f}x   qwen_min / transformers; "
               f"same tokens: {'yes' if ours['tokens'] == theirs['tokens'] else 'NO'}")
-        print(f"{'':9} {'floor':13} {'':13} {floor:12.2f}   bandwidth / {bytes_per_token(model) / 1e9:.2f} GB per token; "
+        print(f"{'':9} {'floor':13} {'':13} {floor:12.2f}   bandwidth / {step_bytes / 1e9:.2f} GB per token; "
               f"qwen_min decodes at {ours['decode_tok_s'] / floor:.0%} of it")
         compared[dtype_name] = (ours["decode_tok_s"], ours["tokens"])
     _llama_cpp_line(checkpoint, prompt, args.new_tokens, compared)

@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         print(f"{args.out / path.name}: {n} exercise cell{'s' if n != 1 else ''}")
         for missing in unresolved_paths(student, args.out):
             print(f"  warning: {missing} does not exist relative to {args.out}/; write the edition next to notebooks/")
-    print(f"\nopen it with: .venv/bin/jupyter lab {args.out}/")
+    print(f"\nopen it with: make lab LAB_DIR={args.out}")
     return 0
 
 

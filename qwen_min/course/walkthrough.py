@@ -17,6 +17,9 @@ Design choices
   notebook, and a file written by `validated` itself works the same under nbclient, nbval and Jupyter.
 - The runner also writes a start marker per notebook, so "this notebook ran but validated nothing"
   is visible (notebook 13 asserts it never happens).
+- Kernels are started with CurveZMQ transport encryption where the kernel declares it (`KERNEL_CONFIG`,
+  jupyter_client's `transport_encryption="auto"`): without it every kernel warns that it "is running over
+  TCP without encryption". (nbval, under `make test`, sends its kernels' stderr to /dev/null.)
 - The end-to-end notebook (13) runs its shortened chain by default, so every chapter of the walkthrough
   fits in about 3 minutes on 2 cores; `--full-chain` (`make full-chain`) sets QWEN_MIN_FULL_CHAIN=1 for
   the full-size one (about 20 minutes). Under pytest it always runs the shortened chain.
@@ -38,6 +41,7 @@ FILE_VAR = "QWEN_MIN_VALIDATIONS"  # path of the JSONL file the claims of this r
 NOTEBOOK_VAR = "QWEN_MIN_NOTEBOOK"  # name of the notebook now running (e.g. "02_rope")
 FULL_CHAIN_VAR = "QWEN_MIN_FULL_CHAIN"  # "1": notebook 13 runs the full-size chain
 HEADER = ("notebook", "validated", "measured", "bar")
+KERNEL_CONFIG = {"KernelManager": {"transport_encryption": "auto"}}  # encrypted kernel sockets where supported
 
 
 class Validations(NamedTuple):
@@ -101,10 +105,12 @@ def run_notebook(path: Path, out_dir: Path, timeout: int) -> float:
     import nbformat
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
+    from traitlets.config import Config
 
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
+                   config=Config(KERNEL_CONFIG)).execute()
     seconds = time.perf_counter() - start
     nbformat.write(nb, out_dir / path.name)
     html, _ = HTMLExporter().from_notebook_node(nb)

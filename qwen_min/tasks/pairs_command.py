@@ -1,28 +1,39 @@
 """`qwen-min make-pairs`: sample an SFT model, score the answers with the task checkers, write preference pairs.
 
-    qwen-min make-pairs --model runs/sft/model --out runs/pairs.jsonl --n-samples 8
+    qwen-min make-pairs --checkpoint runs/sft/model --out runs/pairs.jsonl --n-samples 8
+
+Design choices
+- `--checkpoint` names the model as every other command does (a run's model/ folder, 0.5B, 1.5B or a
+  .gguf file, `resolve_checkpoint`); `--model`, this command's older name for it, still works.
+- Everything that can be refused (the tasks, the checkpoint, the tokenizer) is checked before the model
+  is loaded; the pairs file is written once, at the end, so a refused or failed run leaves nothing.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from qwen_min.checkpoints.fetch import resolve_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained
+from qwen_min.progress import progress_bar
 from qwen_min.tasks.checkable import GENERATED, make_examples
 from qwen_min.tasks.pairs import format_report, make_pairs, write_pairs
 from qwen_min.tokenizer.bpe import Tokenizer
 
 
 def add_arguments(p):
-    p.add_argument("--model", type=Path, required=True, help="the SFT model folder (config.json, weights, tokenizer files)")
+    p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
+                   help="the model to sample: an SFT run's model/ folder (config.json, weights, tokenizer files), 0.5B, "
+                        "1.5B or a .gguf file; --model is an older name for this flag (use --checkpoint)")
     p.add_argument("--out", type=Path, required=True, help="pairs file to write (JSONL)")
     p.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the model folder)")
     p.add_argument("--tasks", default=",".join(GENERATED), help=f"comma-separated task names (default: {','.join(GENERATED)})")
     p.add_argument("--split", default="dpo", help="prompt split to sample on (default dpo: prompts SFT never saw)")
-    p.add_argument("--prompts-per-task", type=int, default=100, help="prompts of each task (default 100)")
+    p.add_argument("--prompts-per-task", type=int, default=50,
+                   help="prompts of each task (default 50: en_zh's dpo split holds no more)")
     p.add_argument("--n-samples", type=int, default=8, help="answers sampled per prompt (default 8)")
     p.add_argument("--pairs-per-prompt", type=int, default=1, help="pairs kept per prompt, at most (default 1)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -35,17 +46,16 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = from_pretrained(args.model, device=device)
-    tok = Tokenizer.from_pretrained(args.tokenizer or args.model)
+    if args.n_samples < 2:
+        raise ValueError(f"--n-samples must be at least 2 (a pair needs a right and a wrong answer), got {args.n_samples}")
     examples = make_examples(args.tasks.split(","), args.split, args.prompts_per_task, seed=args.seed)
-    bar = None
-    if not args.no_progress:
-        bar = tqdm(total=len(examples), desc="sampling", unit="prompt", dynamic_ncols=True)
+    checkpoint = resolve_checkpoint(args.checkpoint, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    tok = Tokenizer.from_pretrained(args.tokenizer or checkpoint)
+    model = from_pretrained(checkpoint, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bar = progress_bar(total=len(examples), desc="sampling", unit="prompt", enabled=not args.no_progress)
     pairs, report = make_pairs(model, tok, examples, args.n_samples, args.pairs_per_prompt, args.temperature, args.top_k,
-                               args.top_p, args.max_new_tokens, args.seed, progress=bar and bar.update)
-    if bar is not None:
-        bar.close()
+                               args.top_p, args.max_new_tokens, args.seed, progress=bar.update)
+    bar.close()
     print(format_report(report))
     if not pairs:
         raise RuntimeError("no pairs: every prompt's answers all passed or all failed (try more samples or a higher temperature)")

