@@ -35,7 +35,6 @@ pytestmark = pytest.mark.slow  # transformers + TRL imports and a DPOTrainer: ~4
 @pytest.fixture(scope="module")
 def trl_run(tmp_path_factory):
     """TRL's loss, metrics and policy gradients on the batch, and our models holding the same weights."""
-    pytest.importorskip("trl")
     from datasets import Dataset
     from transformers import AutoTokenizer, Qwen2ForCausalLM
     from trl import DPOConfig, DPOTrainer

@@ -31,7 +31,6 @@ B, G, P, C = 6, 3, 5, 7  # answers, group size, prompt length, completion length
 @pytest.fixture(scope="module")
 def trl_trainer(tmp_path_factory):
     """TRL 1.16's GRPOTrainer around a tiny random Qwen2ForCausalLM (fp64), and a qm.Qwen holding the same weights."""
-    pytest.importorskip("trl")
     from datasets import Dataset
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
     from trl import GRPOConfig, GRPOTrainer

@@ -1,10 +1,12 @@
-"""The second official checkpoint, Qwen2.5-Coder-1.5B-Instruct (GGUF, Q4_K_M mix), against transformers on the
-same file: fp32 logits within 1e-4 on English, Chinese and code, greedy chat replies identical for 32 tokens,
-and the architecture of the official 1.5B config. Texts, prompts and the reference generation are those of
-test_real_checkpoint.py (the 0.5B).
+"""The second official checkpoint, Qwen2.5-Coder-1.5B-Instruct (GGUF, Q4_K_M mix), against transformers'
+Qwen2ForCausalLM on the same weights: fp32 logits within 1e-4 on English, Chinese and code, greedy chat replies
+identical for 32 tokens, and the architecture of the official 1.5B config. Texts, prompts and the reference
+generation are those of test_real_checkpoint.py (the 0.5B).
 
-Memory: each 1.5B model is ~6.2 GB in fp32, so transformers' model computes every reference value first and
-is freed before qwen_min's is loaded; run this file on its own on a small machine."""
+transformers' model holds the very tensors qwen_min loaded (`transformers_twin`, no copy: ~6.2 GB once, not twice,
+and no second 90-second GGUF load). What that leaves to other tests is checked there: every tensor of this file
+decodes bit for bit as `gguf.quants.dequantize` decodes it (test_gguf_decode.py), which is what transformers' GGUF
+loader calls, and qwen_min maps qwen2 tensor names as that loader does (test_real_checkpoint.py, on the 0.5B)."""
 
 from __future__ import annotations
 
@@ -38,24 +40,24 @@ def inputs(tok):
 
 
 @pytest.fixture(scope="module")
-def reference(path, inputs):
-    """transformers' logits and greedy replies, computed once; its model is freed before ours is loaded."""
-    from transformers import AutoModelForCausalLM
+def model(path):
+    yield qm.from_pretrained(path)
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def reference(model, inputs):
+    """transformers' logits and greedy replies on qwen_min's tensors, computed once."""
+    from qwen_min.bench.generate import transformers_twin
 
     texts, chats = inputs
-    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    hf = transformers_twin(model)
     with torch.no_grad():
         logits = {kind: hf(torch.tensor([ids])).logits for kind, ids in texts.items()}
     replies = hf_greedy_replies(hf, chats)
     del hf
     gc.collect()
     return logits, replies
-
-
-@pytest.fixture(scope="module")
-def model(path, reference):  # depends on `reference` so the two big models are never in memory together
-    yield qm.from_pretrained(path)
-    gc.collect()
 
 
 def test_architecture_is_the_official_1_5b(model):

@@ -1,8 +1,8 @@
 """The student edition (`make student`) and the exercise solutions run through their checkers.
 
-For every chapter notebook: the solution cells, taken from the committed notebook, pass their
-checkers; the stubs of the student edition fail them with "not implemented yet"; every other cell
-is copied unchanged. For every chapter's checker module: each answer listed in its
+For every chapter notebook: the stubs of the student edition fail the checkers with "not implemented
+yet" (the solutions are run against the same checkers once, by nbval, which executes every notebook);
+every other cell is copied unchanged. For every chapter's checker module: each answer listed in its
 PACKAGE_EQUIVALENTS (the package's own function passed straight in) is refused by its checker.
 One fast student notebook is executed to show it runs up to its first exercise.
 """
@@ -129,15 +129,29 @@ def _run_exercises(path, cells):
 
 
 @pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.stem)
-def test_checkers_pass_the_solutions_and_fail_the_stubs(path):
+def test_checkers_fail_the_stubs(path):
+    """The stubs of the student edition fail every checker call with "not implemented yet". That the solutions pass
+    the same calls is checked once, by nbval: it runs each notebook top to bottom, solution cells included, and a
+    checker that refuses an answer raises, which fails the notebook (test_solution_cells_end_with_their_checker_calls)."""
     nb = nbformat.read(path, as_version=4)
-    solutions = list(_run_exercises(path, _tagged(nb, SOLUTION_TAG)))
+    calls = [ast.unparse(node) for cell in _tagged(nb, SOLUTION_TAG) for node in ast.parse(cell.source).body
+             if isinstance(node, ast.Expr)]
     stubs = list(_run_exercises(path, _tagged(student_edition(nb), EXERCISE_TAG)))
-    assert [call for call, _ in stubs] == [call for call, _ in solutions] and solutions
-    for call, verdict in solutions:
-        assert isinstance(verdict, str) and verdict.startswith("✓"), (call, verdict)
+    assert [call for call, _ in stubs] == calls and calls
     for call, verdict in stubs:
         assert isinstance(verdict, ExerciseFailed) and "not implemented yet" in str(verdict), (call, verdict)
+
+
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.stem)
+def test_solution_cells_end_with_their_checker_calls(path):
+    """What makes nbval's run of a solution cell a check: its expression statements are checker calls that raise
+    ExerciseFailed on a wrong answer (a bare expression would let a failing answer pass silently)."""
+    for cell in _tagged(nbformat.read(path, as_version=4), SOLUTION_TAG):
+        calls = [node.value for node in ast.parse(cell.source).body if isinstance(node, ast.Expr)]
+        assert calls, cell.source
+        for call in calls:
+            assert isinstance(call, ast.Call) and ast.unparse(call.func).split(".")[-1].startswith(("check_", "show_verdict")), \
+                ast.unparse(call)
 
 
 CHECKER_MODULES = sorted(m.name for m in pkgutil.iter_modules(exercises.__path__) if m.name[:2] == "ch")
