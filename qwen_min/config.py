@@ -8,6 +8,10 @@ Design choices
   tests check it against a model built on the meta device and against the
   exact counts implied by the official config.json files (checked against transformers' Qwen2ForCausalLM).
 - An unknown name or field fails with one line listing what is known.
+- Long context (model/rope.py, model/dual_chunk.py): `rope_scaling` names a training-free change of the RoPE
+  frequencies ("linear" = Position Interpolation, "ntk" = static NTK-aware base change, "yarn"), and
+  `dual_chunk_attention_config` switches attention to Dual Chunk Attention, with the field name and keys of
+  the official Qwen2.5-1M config.json. Raising `rope_theta` and training on ("ABF") needs no field of its own.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ class QwenConfig:
     num_attention_heads: int = 14  # query heads
     num_key_value_heads: int = 2  # key/value heads shared by groups of query heads (GQA); == heads is MHA, 1 is MQA
     head_dim: int | None = None  # width of one head; None means hidden_size // num_attention_heads
-    max_position_embeddings: int = 32768  # context length the model was trained for
+    max_position_embeddings: int = 32768  # context length: the training length, or the reach of a position extension
     rope_theta: float = 1_000_000.0  # RoPE base (raised from 1e4 to 1e6 for long context, "ABF")
-    rope_scaling: dict | None = None  # None, or {"rope_type": "yarn", "factor": f, "original_max_position_embeddings": n}
+    rope_scaling: dict | None = None  # None, or {"rope_type": "yarn" | "linear" | "ntk", "factor": f, ...} (model/rope.py)
+    # None, or {"chunk_size": c, "local_size": l, "original_max_position_embeddings": n (optional)}: model/dual_chunk.py
+    dual_chunk_attention_config: dict | None = None
     rms_norm_eps: float = 1e-6  # epsilon inside RMSNorm
     tie_word_embeddings: bool = True  # lm_head shares the token-embedding matrix
     attention_bias: bool = True  # bias on q/k/v projections (Qwen2 quirk); o_proj never has one
@@ -58,8 +64,8 @@ class QwenConfig:
             problems.append(f"head_dim ({self.head_dim}) must be even for RoPE")
         if self.num_experts and not 0 < self.num_experts_per_tok <= self.num_experts:
             problems.append(f"num_experts_per_tok ({self.num_experts_per_tok}) must be in 1..num_experts ({self.num_experts})")
-        if self.rope_scaling is not None and self.rope_scaling.get("rope_type", "default") not in ("default", "yarn"):
-            problems.append(f"rope_scaling type {self.rope_scaling.get('rope_type')!r} is not supported (use 'yarn' or none)")
+        problems += rope_scaling_problems(self.rope_scaling)
+        problems += dual_chunk_problems(self.dual_chunk_attention_config)
         if problems:
             raise ValueError("invalid QwenConfig: " + "; ".join(problems))
 
@@ -67,6 +73,13 @@ class QwenConfig:
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
+
+    @property
+    def extends_context(self) -> bool:
+        """True when a position-extension method is configured (rope_scaling or Dual Chunk Attention): the model
+        may then run past `max_position_embeddings`, otherwise a longer sequence is refused (model/qwen.py)."""
+        return bool(self.rope_scaling and self.rope_scaling.get("rope_type", "default") != "default"
+                    or self.dual_chunk_attention_config)
 
     def is_sparse_layer(self, layer_idx: int) -> bool:
         """True when decoder layer `layer_idx` uses the MoE block instead of the dense MLP."""
@@ -194,6 +207,8 @@ class QwenConfig:
             del d["bos_token_id"], d["eos_token_id"]
         if self.rope_scaling:
             d["rope_scaling"] = dict(self.rope_scaling)
+        if self.dual_chunk_attention_config:
+            d["dual_chunk_attention_config"] = dict(self.dual_chunk_attention_config)
         if self.is_moe:
             d.update(
                 num_experts=self.num_experts,
@@ -208,6 +223,63 @@ class QwenConfig:
                 qkv_bias=self.attention_bias,
             )
         return d
+
+
+ROPE_TYPES = ("default", "linear", "ntk", "yarn")  # model/rope.py: default, Position Interpolation, NTK-aware, YaRN
+DUAL_CHUNK_KEYS = ("chunk_size", "local_size", "original_max_position_embeddings")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def rope_scaling_problems(scaling: dict | None) -> list[str]:
+    """What is wrong with a `rope_scaling` dict (empty list: nothing).
+
+    >>> rope_scaling_problems({"rope_type": "dynamic", "factor": 2.0})
+    ["rope_scaling type 'dynamic' is not supported (choose from default, linear, ntk, yarn)"]
+    """
+    if scaling is None:
+        return []
+    rope_type = scaling.get("rope_type", "default")
+    if rope_type not in ROPE_TYPES:
+        return [f"rope_scaling type {rope_type!r} is not supported (choose from {', '.join(ROPE_TYPES)})"]
+    problems = []
+    factor = scaling.get("factor")
+    if rope_type in ("linear", "ntk") and not (isinstance(factor, (int, float)) and factor >= 1):
+        problems.append(f"rope_scaling {rope_type!r} needs a numeric factor >= 1, got {factor!r}")
+    if rope_type == "yarn" and not _is_int(scaling.get("original_max_position_embeddings")):
+        # transformers falls back to max_position_embeddings, which silently makes YaRN a no-op on Qwen's stock
+        # config (transformers issues #33783, #38224): the training length is asked for, never guessed
+        problems.append("rope_scaling 'yarn' needs original_max_position_embeddings (the length the model was trained at)")
+    return problems
+
+
+def dual_chunk_problems(dca: dict | None) -> list[str]:
+    """What is wrong with a `dual_chunk_attention_config` dict (empty list: nothing).
+
+    >>> dual_chunk_problems({"chunk_size": 64, "local_size": 64})
+    ['dual_chunk_attention_config: local_size (64) must be smaller than chunk_size (64)']
+    """
+    if dca is None:
+        return []
+    if not isinstance(dca, dict):
+        return [f"dual_chunk_attention_config must be a dict, got {type(dca).__name__}"]
+    unknown = [k for k in dca if k not in DUAL_CHUNK_KEYS]
+    if unknown:
+        return [f"dual_chunk_attention_config: unknown key(s) {', '.join(map(str, unknown))} "
+                f"(known: {', '.join(DUAL_CHUNK_KEYS)})"]
+    chunk, local = dca.get("chunk_size"), dca.get("local_size")
+    original = dca.get("original_max_position_embeddings", 0)
+    if not (_is_int(chunk) and chunk > 0 and _is_int(local) and local > 0):
+        return [f"dual_chunk_attention_config: chunk_size and local_size must be positive integers, got {chunk!r} and {local!r}"]
+    problems = []
+    if local >= chunk:
+        problems.append(f"dual_chunk_attention_config: local_size ({local}) must be smaller than chunk_size ({chunk})")
+    if not (_is_int(original) and original >= 0):
+        problems.append("dual_chunk_attention_config: original_max_position_embeddings must be an integer >= 0, "
+                        f"got {original!r}")
+    return problems
 
 
 def _official(layers, hidden, intermediate, heads, kv_heads, tied, vocab=151936, eps=1e-6, context=32768):

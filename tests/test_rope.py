@@ -1,4 +1,5 @@
-"""RoPE and YaRN against transformers' Qwen2 rotary embedding, plus the relative-position property."""
+"""RoPE, YaRN and Position Interpolation ("linear") against transformers' Qwen2 rotary embedding, plus the
+relative-position property. (NTK-aware scaling: test_long_context.py.)"""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ ROPE_CASES = {
     "yarn-no-truncate": dict(rope_scaling=YARN | {"truncate": False, "factor": 3.0}, max_position_embeddings=96),
     "yarn-betas-mscale": dict(rope_scaling=YARN | {"beta_fast": 16, "beta_slow": 2, "mscale": 0.8, "mscale_all_dim": 0.5}),
     "yarn-attention-factor": dict(rope_scaling=YARN | {"attention_factor": 1.3, "factor": 8.0}, rope_theta=5e5),
+    "linear": dict(rope_scaling={"rope_type": "linear", "factor": 4.0}),  # Position Interpolation
+    "linear-1e6-hd64": dict(rope_theta=1e6, hidden_size=256, rope_scaling={"rope_type": "linear", "factor": 2.5}),
 }
 
 

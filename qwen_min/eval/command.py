@@ -8,6 +8,8 @@ from qwen_min.cli import add_subcommands, run_subcommand
 EVALUATIONS = {
     "humaneval": ("qwen_min.eval.humaneval_command", "HumanEval pass@1, greedy, EvalPlus chat prompt, programs run isolated"),
     "perplexity": ("qwen_min.eval.perplexity_command", "held-out perplexity per weight format (bf16, int8, int4, int4-gptq)"),
+    "passkey": ("qwen_min.eval.passkey_command",
+                "passkey retrieval over lengths x depths, with YaRN / PI / NTK / Dual Chunk Attention or none"),
 }
 
 

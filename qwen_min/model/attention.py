@@ -20,6 +20,10 @@ Design choices
   for values, so decoding never reallocates; `length` counts the positions filled.
   Every layer writes its new keys/values at [length, length + t); the model advances
   `length` once per forward pass, after the last layer.
+- Dual Chunk Attention (model/dual_chunk.py) is a third path, chosen by the config rather than `attn_impl`:
+  the model hands every layer a `DualChunkPass` instead of cos/sin; the layer rotates its keys with it
+  (chunk positions, cached as they are) and lets it attend with the unrotated queries, `attn_impl` picking
+  its kernel there too.
 """
 
 from __future__ import annotations
@@ -144,16 +148,24 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
+                mask: torch.Tensor | None, cache: KVCache | None = None, dca=None) -> torch.Tensor:
+        """x: (b, t, hidden); cos, sin: (b or 1, t, head_dim) from `RotaryEmbedding`, or None with `dca`, a
+        `DualChunkPass` (model/dual_chunk.py) that then supplies the positions and the attention."""
         b, t, _ = x.shape  # x: (b, t, hidden)
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (b, n_heads, t, head_dim)
         k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, n_kv_heads, t, head_dim)
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, n_kv_heads, t, head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # positions enter here, and only here
+        if dca is None:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # positions enter here, and only here
+        else:
+            k = dca.rotate_keys(k)  # chunk positions; the queries are rotated inside dca.attend, once per case
         if cache is not None:
             k, v = cache.update(self.layer_idx, k.to(cache.keys.dtype), v.to(cache.values.dtype))
             k, v = k.to(q.dtype), v.to(q.dtype)  # (b, n_kv_heads, past + t, head_dim)
-        attend = eager_attention if self.attn_impl == "eager" else sdpa_attention
-        y = attend(q, k, v, mask)  # (b, n_heads, t, head_dim)
+        if dca is not None:
+            y = dca.attend(q, k, v, self.attn_impl)  # (b, n_heads, t, head_dim)
+        else:
+            attend = eager_attention if self.attn_impl == "eager" else sdpa_attention
+            y = attend(q, k, v, mask)  # (b, n_heads, t, head_dim)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))  # (b, t, hidden)

@@ -26,6 +26,12 @@ Design choices
   Qwen2MoeForCausalLM with output_router_logits=True); the forward's return values stay the same
   for dense and MoE, and the last forward's (detached) router logits and auxiliary loss are kept in
   `model.last_router_logits` / `model.last_aux_loss` for logging and expert-load plots.
+- Long context: a sequence longer than `max_position_embeddings` is refused unless the config names a
+  position-extension method (`rope_scaling` or `dual_chunk_attention_config`): past its training length a
+  model degrades silently, so running there is a choice the config has to state. With Dual Chunk Attention
+  the forward pass builds one `DualChunkPass` (model/dual_chunk.py) for all layers instead of cos/sin; its
+  key positions come from the padding mask, so explicit `position_ids` are refused there.
+  `set_context_extension` switches the method of a loaded model in place (the weights stay).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from torch import nn
 
 from qwen_min.config import QwenConfig
 from qwen_min.model.attention import ATTN_IMPLS, Attention, KVCache, attention_mask_for
+from qwen_min.model.dual_chunk import DualChunkPass
 from qwen_min.model.layers import MLP, RMSNorm
 from qwen_min.model.moe import SparseMoeBlock, load_balancing_loss
 from qwen_min.model.rope import RotaryEmbedding
@@ -61,8 +68,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache=None):  # x: (b, t, hidden)
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+    def forward(self, x, cos, sin, mask, cache=None, dca=None):  # x: (b, t, hidden)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, dca)
         if self.is_sparse:
             out, router_logits = self.mlp(self.post_attention_layernorm(x))  # router_logits: (b * t, num_experts)
             return x + out, router_logits
@@ -138,6 +145,16 @@ class Qwen(nn.Module):
         for layer in self.model.layers:
             layer.self_attn.attn_impl = attn_impl
 
+    def set_context_extension(self, rope_scaling: dict | None = None, dual_chunk_attention_config: dict | None = None,
+                              max_position_embeddings: int | None = None) -> None:
+        """Use a training-free position-extension method from now on (None: none), e.g. YaRN factor 4 on a model
+        trained at 32,768 tokens: `set_context_extension({"rope_type": "yarn", "factor": 4.0,
+        "original_max_position_embeddings": 32768}, max_position_embeddings=131072)`. The weights are untouched;
+        the config is checked as a new one; `max_position_embeddings` (default: unchanged) is what `generate` allows."""
+        cfg = self.config.replace(rope_scaling=rope_scaling, dual_chunk_attention_config=dual_chunk_attention_config,
+                                  max_position_embeddings=max_position_embeddings or self.config.max_position_embeddings)
+        self.config, self.model.rotary_emb = cfg, RotaryEmbedding(cfg)  # frequencies move to the input's device on use
+
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None):
@@ -148,18 +165,33 @@ class Qwen(nn.Module):
         position_ids: (b, t); by default derived from attention_mask (or past .. past + t - 1).
         """
         b, t = input_ids.shape
+        cfg = self.config
         past = cache.length if cache is not None else 0
         if attention_mask is not None and attention_mask.shape != (b, past + t):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(b, past + t)} "
                              f"(batch, cached {past} + new {t} positions)")
-        if position_ids is None:
-            position_ids = positions_from_mask(attention_mask, past, t, input_ids.device)  # (b or 1, t)
+        if past + t > cfg.max_position_embeddings and not cfg.extends_context:
+            raise ValueError(f"{past + t} positions (cached {past} + new {t}) exceed max_position_embeddings "
+                             f"{cfg.max_position_embeddings} and the config names no position-extension method: set "
+                             "rope_scaling (linear, ntk, yarn) or dual_chunk_attention_config, or raise max_position_embeddings")
         x = self.model.embed_tokens(input_ids)  # (b, t, hidden)
-        cos, sin = self.model.rotary_emb(position_ids, x.dtype)  # (b or 1, t, head_dim), shared by all layers
-        mask = attention_mask_for(t, past, attention_mask, input_ids.device)  # (b or 1, 1, t, past + t) or None
+        dca = None
+        if cfg.dual_chunk_attention_config:
+            if position_ids is not None:
+                raise ValueError("with dual_chunk_attention_config the positions come from attention_mask; "
+                                 "position_ids is not supported")
+            key_positions = positions_from_mask(attention_mask, 0, past + t, input_ids.device)  # (b or 1, past + t)
+            dca = DualChunkPass.build(cfg.dual_chunk_attention_config, self.model.rotary_emb, key_positions, t, x.dtype,
+                                      attention_mask)
+            cos = sin = mask = None  # the pass holds the positions and builds its masks block by block
+        else:
+            if position_ids is None:
+                position_ids = positions_from_mask(attention_mask, past, t, input_ids.device)  # (b or 1, t)
+            cos, sin = self.model.rotary_emb(position_ids, x.dtype)  # (b or 1, t, head_dim), shared by all layers
+            mask = attention_mask_for(t, past, attention_mask, input_ids.device)  # (b or 1, 1, t, past + t) or None
         router_logits = []  # one (b * t, num_experts) per sparse layer
         for layer in self.model.layers:
-            x, layer_router_logits = layer(x, cos, sin, mask, cache)
+            x, layer_router_logits = layer(x, cos, sin, mask, cache, dca)
             if layer_router_logits is not None:
                 router_logits.append(layer_router_logits)
         if cache is not None:

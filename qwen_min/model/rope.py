@@ -1,4 +1,4 @@
-"""Rotary position embeddings (RoPE), with YaRN context extension.
+"""Rotary position embeddings (RoPE), and the training-free ways to stretch them past the training length.
 
 RoPE encodes position by rotating each (x_i, x_{i+d/2}) pair of a query or key
 vector by an angle `position * inv_freq_i`. The dot product of a rotated query at
@@ -23,6 +23,17 @@ Design choices
   multiplied by `attention_factor` (default 0.1 ln(factor) + 1), which scales the
   attention logits by its square. Supported keys: factor, original_max_position_embeddings,
   attention_factor, beta_fast, beta_slow, mscale, mscale_all_dim, truncate.
+- The other context extensions are each one small function, selected by `rope_scaling["rope_type"]`:
+  "linear" = Position Interpolation (Chen et al. 2023, arXiv 2306.15595; transformers' "linear"): every
+  frequency divided by `factor`, so position m rotates like m / factor did in training.
+  "ntk" = NTK-aware scaling (bloc97, 2023): the base raised to b * s^(d / (d - 2)), which keeps the fastest
+  pair and interpolates the slowest by exactly s. It is *static*: transformers has no static equivalent; its
+  "dynamic" recomputes this base from the current sequence length at every forward pass (unchanged up to
+  max_position_embeddings), which makes cached keys and new queries disagree. `ntk_theta(d, b, s)` equals
+  transformers' dynamic base at factor 1 and length s * max_position_embeddings (tests/test_long_context.py).
+  ABF ("adjusted base frequency", Xiong et al. 2023, used by Qwen2.5 to go from 4,096 to 32,768 tokens,
+  report arXiv 2412.15115 §3.3) is not a scaling method here: it is a larger `rope_theta` (1e4 -> 1e6) plus
+  training at the longer length, so it needs no code beyond the config field.
 """
 
 from __future__ import annotations
@@ -81,11 +92,48 @@ def yarn_inv_freq(head_dim: int, theta: float, scaling: dict, max_position_embed
     return interpolated * (1 - keep) + extrapolated * keep, attention_factor
 
 
+def linear_inv_freq(head_dim: int, theta: float, factor: float) -> torch.Tensor:
+    """Position Interpolation: every frequency divided by `factor` (transformers' "linear").
+
+    Position m then turns every pair by the angle m / factor turned it by in training: a sequence `factor`
+    times longer maps onto the trained range of angles, at the price of neighbours that are `factor` times
+    closer in angle (the fast pairs that tell adjacent tokens apart are squeezed too).
+
+    >>> linear_inv_freq(4, 10_000.0, 4.0)       # default_inv_freq(4, 1e4) = [1, 0.01], over 4
+    tensor([0.2500, 0.0025])
+    """
+    return default_inv_freq(head_dim, theta) / factor
+
+
+def ntk_theta(head_dim: int, theta: float, factor: float) -> float:
+    """NTK-aware base: b * s^(d / (d - 2)). The slowest pair (exponent (d - 2) / d) then turns s times slower,
+    the fastest (exponent 0) not at all, and the pairs between are interpolated less the faster they turn.
+
+    >>> ntk_theta(4, 10_000.0, 4.0)             # 1e4 * 4^(4/2)
+    160000.0
+    """
+    return theta * factor ** (head_dim / (head_dim - 2))
+
+
+def ntk_inv_freq(head_dim: int, theta: float, factor: float) -> torch.Tensor:
+    """NTK-aware scaling (static): the default frequencies of the raised base `ntk_theta`.
+
+    >>> ntk_inv_freq(4, 10_000.0, 4.0)          # fastest pair kept (1), slowest divided by 4 (0.01 -> 0.0025)
+    tensor([1.0000, 0.0025])
+    """
+    return default_inv_freq(head_dim, ntk_theta(head_dim, theta, factor))
+
+
 def rope_frequencies(cfg: QwenConfig) -> tuple[torch.Tensor, float]:
     """(inv_freq of shape (head_dim // 2,), scale applied to cos and sin) for a config."""
     scaling = cfg.rope_scaling or {}
-    if scaling.get("rope_type", "default") == "yarn":
+    rope_type = scaling.get("rope_type", "default")
+    if rope_type == "yarn":
         return yarn_inv_freq(cfg.head_dim, cfg.rope_theta, scaling, cfg.max_position_embeddings)
+    if rope_type == "linear":
+        return linear_inv_freq(cfg.head_dim, cfg.rope_theta, scaling["factor"]), 1.0
+    if rope_type == "ntk":
+        return ntk_inv_freq(cfg.head_dim, cfg.rope_theta, scaling["factor"]), 1.0
     return default_inv_freq(cfg.head_dim, cfg.rope_theta), 1.0
 
 
