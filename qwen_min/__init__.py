@@ -1,8 +1,7 @@
 """qwen_min: Qwen2.5 from scratch in PyTorch, checked against the real checkpoint and tokenizer.
 
     import qwen_min as qm
-    tok = qm.Tokenizer.from_pretrained("data/qwen2.5")
-    model = qm.from_pretrained(qm.default_checkpoint())
+    model, tok = qm.load("0.5B", format="bf16")       # the official checkpoint, fetched once
     print(tok.decode(qm.generate(model, tok.encode("def fib(n):"), max_new_tokens=32)))
 
 Design choice: the public names are imported lazily (PEP 562 `__getattr__`), so
@@ -18,11 +17,12 @@ _EXPORTS = {
     # configuration and the default checkpoint
     "QwenConfig": "qwen_min.config",
     "default_checkpoint": "qwen_min.checkpoints.fetch",
-    "resolve_checkpoint": "qwen_min.checkpoints.fetch",
+    "checkpoint_path": "qwen_min.checkpoints.load",
+    "load": "qwen_min.checkpoints.load",
     # chapter 1: tokenizer
     "Tokenizer": "qwen_min.tokenizer.bpe",
     "StreamingDecoder": "qwen_min.tokenizer.bpe",
-    "train_bpe": "qwen_min.tokenizer.train",
+    "train_bpe": "qwen_min.tokenizer.bpe_training",
     # chapters 2-5: the model
     "Qwen": "qwen_min.model.qwen",
     "KVCache": "qwen_min.model.attention",

@@ -3,10 +3,10 @@
     qwen-min generate "def quicksort(xs):"                # greedy completion of raw text
     qwen-min generate --chat "Explain RoPE in one line"   # the prompt as a user turn of the chat template
     qwen-min chat                                         # interactive; /reset clears the history, Ctrl-D or Ctrl-C leaves
-    qwen-min chat --system "Answer in French." --checkpoint path/to/Qwen2.5-0.5B-Instruct --dtype bf16
+    qwen-min chat --system "Answer in French." --checkpoint path/to/Qwen2.5-0.5B-Instruct --format bf16
 
 Design choices
-- Both commands share one argument set and one loader; `run` looks at the command name.
+- Both commands share one argument set and the one loader (`qm.load`); `run` looks at the command name.
   Without `--checkpoint` they use the default checkpoint (`qwen-min fetch`, fetched on
   first use); the tokenizer comes from the checkpoint itself unless `--tokenizer` says otherwise.
 - Sampling: `generate` is greedy unless asked otherwise, so a command gives the same
@@ -35,24 +35,19 @@ import time
 
 import torch
 
-from qwen_min.checkpoints.fetch import resolve_checkpoint
-from qwen_min.checkpoints.hf import DTYPES, from_pretrained
+from qwen_min.command import add_model_arguments, add_renamed, load_from_args
+from qwen_min.formats import FORMATS
 from qwen_min.generation import chat_defaults, generate
-from qwen_min.quant.fastest import fastest_format, to_format
-from qwen_min.quant.quantize import quantize
-from qwen_min.tokenizer.bpe import Tokenizer
 
 HELP = "commands: /reset clears the history, /exit (or Ctrl-D, Ctrl-C) leaves"
 
 
 def add_arguments(p):
     p.add_argument("prompt", nargs="?", help="generate: the text to continue (required); chat: an optional first message")
-    p.add_argument("--checkpoint", help="0.5B (default), 1.5B (fetched on first use), a .gguf file or a Hugging Face folder")
+    add_model_arguments(p)
+    add_renamed(p, "--dtype", "--format", choices=FORMATS)
+    add_renamed(p, "--quantize", "--format", choices=FORMATS)
     p.add_argument("--tokenizer", help="tokenizer folder or .gguf (default: the checkpoint's own)")
-    p.add_argument("--dtype", choices=[*DTYPES, "auto"], default="fp32",
-                   help="weights and activations (default fp32); auto: the fastest of fp32/bf16/int8 here, measured")
-    p.add_argument("--quantize", choices=["int8", "int4"],
-                   help="weight-only int8 / int4 (groups of 128) on torch's CPU kernels, bf16 activations (qm.quantize)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--chat", action="store_true", help="generate: wrap the prompt as a user turn of the chat template")
     p.add_argument("--system", help="system message (default: the template's own, 'You are Qwen, created by Alibaba Cloud...')")
@@ -77,33 +72,13 @@ def sampling_options(args) -> dict:
     return options | {"seed": args.seed, "max_new_tokens": args.max_new_tokens}
 
 
-def load(args):
-    """(model, tokenizer) named by --checkpoint / --tokenizer, with progress on stderr."""
-
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)
-    checkpoint = resolve_checkpoint(args.checkpoint, log=log)
-    if args.dtype == "auto" and args.quantize:
-        raise ValueError("--dtype auto chooses the format itself; drop --quantize (or give a dtype)")
-    log(f"loading {checkpoint} ({args.dtype}) ...")
-    model = from_pretrained(checkpoint, dtype="fp32" if args.dtype == "auto" else args.dtype, device=args.device)
-    if args.dtype == "auto":
-        fmt = fastest_format(model.config, batch=1, device=args.device)
-        log(f"--dtype auto: {fmt} decodes one row fastest here")
-        to_format(model, fmt)
-    if args.quantize:
-        log(f"quantising to {args.quantize} ...")
-        quantize(model, args.quantize)
-    tokenizer = Tokenizer.from_pretrained(args.tokenizer or checkpoint)
-    return model, tokenizer
-
-
 def run(args):
     if args.command == "generate" and not args.prompt:
         raise ValueError("generate needs a prompt: qwen-min generate \"some text\"")
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     options = sampling_options(args)
-    model, tokenizer = load(args)
+    model, tokenizer = load_from_args(args)
     options["stop_ids"] = tokenizer.stop_ids
     return (chat_loop if args.command == "chat" else generate_once)(model, tokenizer, args, options)
 

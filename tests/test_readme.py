@@ -4,7 +4,7 @@ every `make` target it names exists, every script it runs exists, and every Pyth
 Design choices
 - Commands are checked in-process against `qwen_min.cli.build_parser()`: a command in a ```bash block must parse
   as a whole (sub-command, flags, their values and the required ones); a command quoted inline in the prose may be
-  cut short (`qwen-min bench generate --quantize`), so there only its sub-commands and flag names must exist.
+  cut short (`qwen-min bench generate --compare formats`), so there only its sub-commands and flag names must exist.
 - The Python snippets run in order in one namespace, as in one session started at the repository root (the
   README says so). The names the README leaves to the reader's data (`STAND_INS`) get small values before each
   snippet; the checkpoints are replaced by a tiny random model (a GGUF file for `qm.default_checkpoint()`, a
@@ -120,6 +120,7 @@ def test_python_snippets_run_in_order(tmp_path, monkeypatch, capsys):
     qm.save_pretrained(model, tmp_path / "Qwen2.5-0.5B-Instruct")
     checkpoint = qm.save_gguf(model, tmp_path / "checkpoint.gguf")
     monkeypatch.setattr(qm, "default_checkpoint", lambda *args, **kwargs: checkpoint)
+    monkeypatch.setattr("qwen_min.checkpoints.load.default_checkpoint", lambda *args, **kwargs: checkpoint)  # qm.load("0.5B")
     namespace: dict = {}
     for number, source in enumerate(snippets, 1):
         namespace.update({name: make() for name, make in STAND_INS.items()})

@@ -5,7 +5,7 @@ generation are those of test_real_checkpoint.py (the 0.5B).
 
 transformers' model holds the very tensors qwen_min loaded (`transformers_twin`, no copy: ~6.2 GB once, not twice,
 and no second 90-second GGUF load). What that leaves to other tests is checked there: every tensor of this file
-decodes bit for bit as `gguf.quants.dequantize` decodes it (test_gguf_decode.py), which is what transformers' GGUF
+decodes bit for bit as `gguf.quants.dequantize` decodes it (tests/gguf/test_blocks.py), which is what transformers' GGUF
 loader calls, and qwen_min maps qwen2 tensor names as that loader does (test_real_checkpoint.py, on the 0.5B)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import gc
 
 import pytest
 import torch
-from test_real_checkpoint import CHATS, NEW_TOKENS, TEXTS, hf_greedy_replies
 
 import qwen_min as qm
+from tests.test_real_checkpoint import CHATS, NEW_TOKENS, TEXTS, hf_greedy_replies
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def model(path):
 @pytest.fixture(scope="module")
 def reference(model, inputs):
     """transformers' logits and greedy replies on qwen_min's tensors, computed once."""
-    from qwen_min.bench.generate import transformers_twin
+    from qwen_min.checkpoints.transformers_twin import transformers_twin
 
     texts, chats = inputs
     hf = transformers_twin(model)

@@ -20,8 +20,8 @@ import time
 from qwen_min.bench.corpus import mixed_corpus
 from qwen_min.paths import official_tokenizer_dir
 from qwen_min.tokenizer.bpe import Tokenizer
+from qwen_min.tokenizer.bpe_training import DEFAULT_SPECIAL_TOKENS, train_bpe
 from qwen_min.tokenizer.files import QWEN_PRETOKENIZE_REGEX
-from qwen_min.tokenizer.train import DEFAULT_SPECIAL_TOKENS, train_bpe
 
 
 def add_arguments(p):

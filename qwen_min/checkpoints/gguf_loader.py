@@ -1,13 +1,13 @@
 """Load a GGUF checkpoint (llama.cpp's single-file format) into a `qm.Qwen`, without transformers.
 
-The container (header, metadata, tensor table) is parsed by gguf_file.py, the quantised blocks
-are decoded by quant/gguf_blocks.py; this module maps them onto a `QwenConfig` and a state dict.
+The container (header, metadata, tensor table) is parsed by gguf/file.py, the quantised blocks
+are decoded by gguf/blocks.py; this module maps them onto a `QwenConfig` and a state dict.
 
 Design choices
 - The blocks are decoded by qwen_min's own decoders, one per type the official checkpoints
   hold and a few more (`_decoders`, the one table of what can be loaded). They are bit-identical
   to `gguf.quants.dequantize`, which transformers' GGUF loader calls, on every tensor of both
-  official files (tests/test_gguf_decode.py). `gguf` still names the types (and sizes them, gguf_file.py).
+  official files (tests/gguf/test_blocks.py). `gguf` still names the types (and sizes them, gguf/file.py).
 - Decoding runs over chunks of ~64K weights (a few rows) written into one fp32 array, so the
   temporaries stay in cache: decoding the 0.5B takes ~2 s on 2 cores (`gguf`'s ~3.5 s), and
   the whole load ~8-10 s, the same as with `gguf`'s decoder.
@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qwen_min.checkpoints.gguf_file import GGUFError, GGUFFile, GGUFTensor, read_gguf
 from qwen_min.config import QwenConfig
+from qwen_min.gguf import blocks as gguf_blocks
+from qwen_min.gguf.file import GGUFError, GGUFFile, GGUFTensor, read_gguf
 from qwen_min.model.qwen import Qwen
-from qwen_min.quant import gguf_blocks
 
 SUPPORTED_ARCHITECTURES = ("qwen2",)
 _CHUNK = 1 << 16  # weights decoded at once: a few rows, small enough to stay in cache
@@ -176,7 +176,7 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32, device: str 
         model = Qwen(cfg)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     if cfg.tie_word_embeddings:
-        del expected["lm_head.weight"]  # no output.weight in the file: the head is the embedding (model.py ties it)
+        del expected["lm_head.weight"]  # no output.weight in the file: the head is the embedding (model/qwen.py ties it)
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         problem = (f"missing tensor(s) {', '.join(missing[:3])}" if missing

@@ -12,7 +12,7 @@ Design choices
 - Quantisation types follow llama.cpp's converter: matrices take `dtype`, vectors (norm
   weights, q/k/v biases) stay F32 whatever `dtype` says, since they are tiny and a norm weight
   rounded to 8 bits shifts every activation that passes through it. Q8_0 blocks come from
-  quant/gguf_blocks.py (bit-exact with `gguf.quants`).
+  gguf/blocks.py (bit-exact with `gguf.quants`).
 - A tied head is written once, as `token_embd.weight`; no `output.weight` means "tied" to
   every loader (llama.cpp, transformers, ours).
 - The tokenizer is the official Qwen2.5 one by default (any folder or .gguf that
@@ -32,12 +32,13 @@ import numpy as np
 import torch
 
 from qwen_min.checkpoints.gguf_loader import _HF_NAMES
+from qwen_min.gguf.blocks import BLOCK, quantize_q8_0
+from qwen_min.model.rope import ntk_theta
 from qwen_min.paths import official_tokenizer_dir
-from qwen_min.quant.gguf_blocks import BLOCK, quantize_q8_0
 from qwen_min.quant.linear import QuantLinear
 from qwen_min.tokenizer.files import read_vocab_files
 
-DTYPES = ("F32", "F16", "Q8_0")
+GGUF_TYPES = ("F32", "F16", "Q8_0")
 _GGUF_NAMES = {hf: name for name, hf in _HF_NAMES.items()}  # HF pattern ("{i}" = layer) -> GGUF pattern
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5  # tokenizer.ggml.token_type values
 
@@ -107,14 +108,19 @@ def save_gguf(model, path: str | Path, dtype: str = "F32", tokenizer: str | Path
     """
     import gguf
 
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown GGUF dtype {dtype!r} (choose from {', '.join(DTYPES)})")
+    if dtype not in GGUF_TYPES:
+        raise ValueError(f"unknown GGUF dtype {dtype!r} (choose from {', '.join(GGUF_TYPES)})")
     if any(isinstance(m, QuantLinear) for m in model.modules()):
         raise ValueError("save_gguf needs a float model: this one went through qm.quantize; "
                          "save the float model with dtype='Q8_0' instead")
     cfg = model.config
     if getattr(cfg, "num_experts", 0):
         raise ValueError("save_gguf writes dense qwen2 models; this one is a mixture of experts")
+    rope_type = (cfg.rope_scaling or {}).get("rope_type", "default")
+    if rope_type == "linear" or cfg.dual_chunk_attention_config:  # nothing in our GGUF reader would read them back
+        method = "Dual Chunk Attention" if cfg.dual_chunk_attention_config else "rope_scaling 'linear'"
+        raise ValueError(f"save_gguf cannot write {method}: the file would silently run without it; "
+                         "save the model without it (model.set_context_extension(None)) and set it again after loading")
     path = Path(path)
     writer = gguf.GGUFWriter(str(path), "qwen2")
     writer.add_name(name)
@@ -127,7 +133,9 @@ def save_gguf(model, path: str | Path, dtype: str = "F32", tokenizer: str | Path
     if cfg.head_dim != cfg.hidden_size // cfg.num_attention_heads:
         writer.add_key_length(cfg.head_dim)
         writer.add_value_length(cfg.head_dim)
-    writer.add_rope_freq_base(cfg.rope_theta)
+    # static NTK-aware scaling is exactly default RoPE with a raised base (model/rope.py): written as that base
+    writer.add_rope_freq_base(ntk_theta(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling["factor"])
+                              if rope_type == "ntk" else cfg.rope_theta)
     if cfg.rope_scaling and cfg.rope_scaling.get("rope_type") == "yarn":  # what gguf_config reads back
         writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         writer.add_rope_scaling_factor(cfg.rope_scaling["factor"])

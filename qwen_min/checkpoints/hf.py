@@ -5,7 +5,7 @@
     model = qm.from_pretrained("model.gguf")   # a GGUF file goes to qwen_min.checkpoints.gguf_loader
 
 Design choices
-- Tensor names need no mapping: `qm.Qwen` uses Hugging Face's names (see model.py).
+- Tensor names need no mapping: `qm.Qwen` uses Hugging Face's names (see model/qwen.py).
 - The model is built on the meta device (shapes only, no memory), then every tensor
   is read from the memory-mapped file one at a time, converted to the requested
   dtype/device and handed over with `load_state_dict(assign=True)`. So at most one
@@ -27,9 +27,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from qwen_min.checkpoints.gguf_loader import load_gguf
 from qwen_min.config import QwenConfig
+from qwen_min.formats import torch_dtype
 from qwen_min.model.qwen import Qwen
 from qwen_min.paths import read_json
 
@@ -37,8 +39,6 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 SUPPORTED_ARCHITECTURES = ("Qwen2ForCausalLM", "Qwen2MoeForCausalLM")
 TIED_HEAD, EMBEDDING = "lm_head.weight", "model.embed_tokens.weight"
-# The weight dtypes a model is loaded in, by the names every `--dtype` flag takes.
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class CheckpointError(ValueError):
@@ -46,11 +46,9 @@ class CheckpointError(ValueError):
 
 
 def from_pretrained(path: str | Path, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu") -> Qwen:
-    """A `Qwen` in eval mode from a Hugging Face folder or a `.gguf` file, weights in `dtype` (or its name in DTYPES)."""
+    """A `Qwen` in eval mode from a Hugging Face folder or a `.gguf` file, weights in `dtype` (or fp32, bf16, fp16)."""
     if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-        dtype = DTYPES[dtype]
+        dtype = torch_dtype(dtype)
     path = Path(path)
     if path.suffix == ".gguf":
         return load_gguf(path, dtype=dtype, device=device)
@@ -130,7 +128,7 @@ def read_tensors(file: Path, names: list[str] | None, expected: dict[str, tuple]
         raise CheckpointError(f"{file}: cannot read safetensors ({e})") from None
 
 
-def save_pretrained(model: Qwen, folder: str | Path, max_shard_bytes: int = 5_000_000_000) -> None:
+def save_pretrained(model: nn.Module, folder: str | Path, max_shard_bytes: int = 5_000_000_000) -> None:
     """Write config.json and the weights in their current dtype; shards + index above `max_shard_bytes`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -138,7 +136,9 @@ def save_pretrained(model: Qwen, folder: str | Path, max_shard_bytes: int = 5_00
     if model.config.tie_word_embeddings:
         del state[TIED_HEAD]
     dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
-    config = model.config.to_hf_dict() | {"dtype": dtype, "torch_dtype": dtype}
+    # a model that describes its own config.json (the reward model: a classifier head) writes that one
+    config = model.hf_config() if hasattr(model, "hf_config") else model.config.to_hf_dict()
+    config |= {"dtype": dtype, "torch_dtype": dtype}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0

@@ -34,7 +34,8 @@ import json
 import sys
 from pathlib import Path
 
-from qwen_min.eval.humaneval import evaluate, load_model, load_problems
+from qwen_min.checkpoints.load import load
+from qwen_min.eval.humaneval import evaluate, load_problems
 from qwen_min.eval.perplexity import held_out_ids, perplexity
 from qwen_min.paths import REPO_DATA
 from qwen_min.quant.quantize import quantize
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     parser.add_argument("--humaneval-problems", type=int, default=4, help="shortest problems to re-generate (default 4)")
     parser.add_argument("--out", type=Path, default=Path("build") / "committed", help="where the subset run is written")
     args = parser.parse_args(argv)
-    model, tok, _ = load_model("0.5B", "bf16")
+    model, tok = load("0.5B", "bf16")
     quant = recheck_quant_perplexity(model, tok)
     print(f"bf16 perplexity {quant['bf16']:.4f} vs committed {quant['bf16_committed']:.4f} ({quant['bf16_drift']:+.3%}); "
           f"int8 cost {quant['int8_cost']:+.2%} (committed {quant['int8_cost_committed']:+.2%})")

@@ -27,6 +27,8 @@ import re
 import sys
 from pathlib import Path
 
+from qwen_min.course.walkthrough import chapter_notebooks
+
 SOLUTION_TAG = "solution"
 EXERCISE_TAG = "exercise"
 STUB = 'raise NotImplementedError("your code here")'
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/NN_*.ipynb")
     parser.add_argument("--out", type=Path, default=Path("student"), help="folder for the student edition")
     args = parser.parse_args(argv)
-    notebooks = args.notebooks or sorted(Path("notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = args.notebooks or chapter_notebooks()
     if not notebooks:
         print("error: no notebooks given and none in notebooks/", file=sys.stderr)
         return 2

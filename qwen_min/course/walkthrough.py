@@ -49,6 +49,12 @@ class Validations(NamedTuple):
     rows: list[tuple[str, str, str, str]]  # (notebook, check, measured, bar)
 
 
+def chapter_notebooks(folder: str | Path = "notebooks") -> list[Path]:
+    """The chapter notebooks in course order: 00_overview ... 08_pretraining, 08b_..., 08c_..., 09_sft ...
+    ('_' sorts before letters, so a chapter's parts follow it)."""
+    return sorted(Path(folder).glob("[0-9][0-9]*_*.ipynb"))
+
+
 def _append(path: str | os.PathLike, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:  # one short write per line: lines from one process never interleave
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -126,7 +132,7 @@ def main(argv=None) -> int:
                         help="notebook 13 runs the full-size chain (about 20 min on 2 cores) instead of its shortened one")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run (default 3600)")
     args = parser.parse_args(argv)
-    notebooks = args.notebooks or sorted(Path("notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = args.notebooks or chapter_notebooks()
     args.out.mkdir(parents=True, exist_ok=True)
     record = args.out / "validations.jsonl"
     record.write_text("")

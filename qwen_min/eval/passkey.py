@@ -92,13 +92,13 @@ def passkey_prompt(tok: Tokenizer, length: int, depth: float, key: int, template
     return head + unit * before + needle + unit * (units - before) + unit[:rest] + tail
 
 
-def passkey_key(seed: int, length: int, depth: float, trial: int) -> int:
+def passkey_key(seed: int, length: int, depth: float, trial: int, max_key: int = MAX_KEY) -> int:
     """The key of one cell: the same for a (seed, length, depth, trial) in every run.
 
     >>> passkey_key(0, 1024, 0.5, 0) == passkey_key(0, 1024, 0.5, 0) != passkey_key(0, 1024, 0.5, 1)
     True
     """
-    return random.Random(f"passkey:{seed}:{length}:{float(depth)}:{trial}").randint(1, MAX_KEY)
+    return random.Random(f"passkey:{seed}:{length}:{float(depth)}:{trial}").randint(1, max_key)
 
 
 def read_answer(reply: str) -> int | None:
@@ -165,8 +165,11 @@ def write_summary(out: str | Path, settings: dict, rows: Sequence[dict]) -> dict
 @torch.inference_mode()
 def run_passkey(model, tok: Tokenizer, lengths: Sequence[int], depths: Sequence[float], trials: int = 1,
                 template: str = "plain", seed: int = 0, out: str | Path | None = None, settings: dict | None = None,
-                progress: bool = True) -> list[dict]:
+                progress: bool = True, max_key: int = MAX_KEY) -> list[dict]:
     """Run every (length, depth, trial) cell greedily; return one row per cell (finished ones from `out` included).
+
+    max_key: keys are drawn from 1..max_key (the test's 50,000 by default; a small model trained on shorter keys
+    in chapter 8c is tested on keys of the same range).
 
     out: a folder; rows are appended to out/results.jsonl as they finish and out/summary.json is rewritten after
     each (`settings` recorded in it); cells already in results.jsonl are skipped.
@@ -184,7 +187,7 @@ def run_passkey(model, tok: Tokenizer, lengths: Sequence[int], depths: Sequence[
     bar = progress_bar(total=len(cells), initial=len(cells) - len(todo), desc="passkey", unit="prompt", enabled=progress)
     for length, depth, trial in todo:
         bar.set_postfix(length=length, depth=depth)
-        key = passkey_key(seed, length, depth, trial)
+        key = passkey_key(seed, length, depth, trial, max_key)
         ids = passkey_prompt(tok, length, depth, key, template)
         start = time.perf_counter()
         reply_ids = generate(model, ids, max_new_tokens=MAX_NEW_TOKENS, stop_ids=QWEN_STOP_IDS, stop_when=digits_done)

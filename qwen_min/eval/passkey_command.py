@@ -1,5 +1,5 @@
 """`qwen-min eval passkey --checkpoint 0.5B|1.5B|PATH --lengths 1024,2048 --depths 0,0.5,1 --trials N --out DIR
-[--rope-scaling yarn:4] [--dca CHUNK,LOCAL] [--template auto|plain|chat] [--dtype bf16] [--resume]`.
+[--rope-scaling yarn:4] [--dca CHUNK,LOCAL] [--template auto|plain|chat] [--format bf16] [--resume]`.
 
 Passkey retrieval (eval/passkey.py) over a grid of lengths x depths, with a training-free position-extension
 method or none; writes DIR/results.jsonl (one line per prompt) and DIR/summary.json (settings, accuracy per
@@ -26,22 +26,23 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 from pathlib import Path
 
 import torch
 
-from qwen_min.checkpoints.fetch import resolve_checkpoint
-from qwen_min.checkpoints.hf import DTYPES, from_pretrained
+from qwen_min.checkpoints.load import checkpoint_path, load
+from qwen_min.command import add_model_arguments, add_renamed, log
 from qwen_min.config import ROPE_TYPES, dual_chunk_problems
 from qwen_min.eval.passkey import MAX_KEY, MAX_NEW_TOKENS, TEMPLATES, passkey_prompt, run_passkey, summarize
+from qwen_min.formats import FORMATS
 from qwen_min.tokenizer.bpe import Tokenizer
 
 SCALINGS = [t for t in ROPE_TYPES if t != "default"]
 
 
 def add_arguments(p):
-    p.add_argument("--checkpoint", default="0.5B", help="0.5B (default), 1.5B (fetched on first use), a .gguf file or a folder")
+    add_model_arguments(p, format="bf16")
+    add_renamed(p, "--dtype", "--format", choices=FORMATS)
     p.add_argument("--lengths", default="1024,2048", help="comma list of prompt lengths in tokens (default 1024,2048)")
     p.add_argument("--depths", default="0,0.25,0.5,0.75,1",
                    help="comma list of needle depths in [0, 1] (default 0,0.25,0.5,0.75,1)")
@@ -51,7 +52,6 @@ def add_arguments(p):
     p.add_argument("--dca", metavar="CHUNK,LOCAL", help="Dual Chunk Attention with chunk_size CHUNK, local_size LOCAL")
     p.add_argument("--template", choices=["auto", *TEMPLATES], default="auto",
                    help="auto (default): chat for an instruct checkpoint, plain completion otherwise")
-    p.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="weights and activations (default bf16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the keys (default 0)")
     p.add_argument("--out", type=Path, required=True, help="folder for results.jsonl and summary.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out: finished prompts are kept")
@@ -151,18 +151,16 @@ def run(args) -> int:
     if args.trials < 1:
         raise ValueError(f"--trials must be >= 1, got {args.trials}")
     scaling, dca = parse_rope_scaling(args.rope_scaling), parse_dca(args.dca)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)
-    path = resolve_checkpoint(args.checkpoint, log=log)
+    path = checkpoint_path(args.checkpoint, log=log)
     template = choose_template(args.template, path)
-    settings = {"checkpoint": str(args.checkpoint), "checkpoint_file": path.name, "dtype": args.dtype,
+    settings = {"checkpoint": str(args.checkpoint), "checkpoint_file": path.name, "format": args.format,
                 "rope_scaling": args.rope_scaling, "dca": args.dca, "template": template, "seed": args.seed,
                 "max_new_tokens": MAX_NEW_TOKENS}
     check_out(args.out, args.resume, settings)
     tok = Tokenizer.from_pretrained(path)
     for n in lengths:  # the longest key gives the longest needle: every prompt of this length fits
         passkey_prompt(tok, n, 0.0, MAX_KEY, template)
-    log(f"loading {path} ({args.dtype}) ...")
-    model = from_pretrained(path, dtype=args.dtype)
+    model, _ = load(path, args.format, batch=1, log=log)
     extend(model, scaling, dca, max(lengths) + MAX_NEW_TOKENS)
     settings |= {"versions": {"torch": torch.__version__, "python": platform.python_version()},
                  "torch_threads": torch.get_num_threads()}

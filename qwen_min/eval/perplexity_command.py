@@ -17,44 +17,43 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from qwen_min.eval.humaneval import load_model
+from qwen_min.checkpoints.load import checkpoint_path, load
+from qwen_min.command import CHECKPOINT_HELP, log
 from qwen_min.eval.perplexity import CALIBRATION_TOKENS, calibration_ids, held_out_ids, perplexity
-from qwen_min.quant.quantize import quantize
+from qwen_min.formats import FORMATS, check_format
 
-FORMATS = ("fp32", "bf16", "int8", "int4", "int4-gptq")
 HELD_OUT = ("python-stdlib", "shakespeare")
+MEASURED = tuple(f for f in FORMATS if f != "auto")  # auto is a choice of speed, not a row of a quality table
 
 
 def add_arguments(p):
-    p.add_argument("--checkpoint", default="0.5B", help="0.5B (default), 1.5B (fetched on first use), a .gguf file or a folder")
+    p.add_argument("--checkpoint", default="0.5B", help=CHECKPOINT_HELP + " (default 0.5B)")
     p.add_argument("--formats", default="bf16,int8,int4,int4-gptq",
-                   help=f"comma list of {', '.join(FORMATS)} (default: all but fp32)")
+                   help=f"comma list of formats, each loaded fresh (choose from {', '.join(MEASURED)}; "
+                        "default bf16,int8,int4,int4-gptq)")
     p.add_argument("--tokens", type=int, default=2048, help="held-out tokens per corpus, a multiple of 512 (default 2048)")
     p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
 
 
 def run(args) -> int:
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ValueError(f"unknown format(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(FORMATS)}")
+    if not formats:
+        raise ValueError("--formats is empty: give a comma list, e.g. bf16,int8")
+    for fmt in formats:
+        check_format(fmt, MEASURED)
     if args.tokens < 512 or args.tokens % 512:
         raise ValueError(f"--tokens must be a positive multiple of 512 (the window), got {args.tokens}")
     if args.out.is_dir():
         raise ValueError(f"--out is a folder ({args.out}); give a .json file name")
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)
-    rows, path = {}, None
+    rows, path = {}, checkpoint_path(args.checkpoint, log=log)
     for fmt in formats:
         t0 = time.perf_counter()
-        model, tok, path = load_model(args.checkpoint, "bf16" if fmt == "bf16" else "fp32", log=log)
-        if fmt.startswith("int"):
-            quantize(model, fmt[:4], calibration=calibration_ids(tok) if fmt == "int4-gptq" else None)
+        model, tok = load(path, fmt, calibration=calibration_ids, log=log)
         held_out = {s: held_out_ids(tok, s, n_tokens=args.tokens) for s in HELD_OUT}
         rows[fmt] = {s: round(perplexity(model.eval(), ids, window=512, batch_size=2), 4) for s, ids in held_out.items()}
         rows[fmt]["seconds"] = round(time.perf_counter() - t0, 1)

@@ -247,7 +247,7 @@ def fused_partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """`partial_attention` by PyTorch's fused CPU flash-attention kernel (what F.scaled_dot_product_attention runs
     on CPU), which also returns the log-sum-exp: ~10x faster here, and no (B, s) score matrix in memory. It is a
     private op (`aten._scaled_dot_product_flash_attention_for_cpu`), so elsewhere, or without it, the written-out
-    kernel runs. tests/test_long_context.py holds the two equal."""
+    kernel runs. tests/model/test_dual_chunk.py holds the two equal."""
     if _CPU_FLASH is None or q.device.type != "cpu":
         return partial_attention(q, k, v, sees)
     b, h, B, d = q.shape

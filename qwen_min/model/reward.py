@@ -3,7 +3,7 @@
     rm = RewardModel.from_causal_lm(sft_model)           # the SFT decoder, a fresh head `score`
     rewards = rm(input_ids, attention_mask=mask)          # (b,) one score per conversation
     loss, metrics = bradley_terry_loss(rewards[:n], rewards[n:])   # chosen rows first, then rejected
-    rm.save_pretrained("runs/rm"); rm = RewardModel.from_pretrained("runs/rm")
+    qm.save_pretrained(rm, "runs/rm"); rm = load_reward_model("runs/rm")   # checkpoints/hf.py, checkpoints/reward.py
 
 The Bradley-Terry model says a chosen answer y_w beats a rejected one y_l with probability
 sigmoid(r(x, y_w) - r(x, y_l)); fitting r is minimising -log sigmoid(r_chosen - r_rejected) over the pairs
@@ -19,24 +19,22 @@ Design choices
   be a real token: Qwen pads with <|endoftext|>). With the mask's padding written as pad_token_id the
   two agree, left or right padding (tested). Without a mask, every token is real: the last one is read.
 - A reward model has no LM head, so there is nothing to tie: its config says tie_word_embeddings false.
-- Reading and writing files reuse checkpoints/hf.py: the same strict tensor-by-tensor reads and the same
-  sharded writes. A folder whose config.json names another architecture (a causal LM, or a classifier with
-  several labels) is refused with one line saying so.
+- Files are the checkpoints layer's job, not the model's: `qm.save_pretrained(rm, folder)` writes the config
+  `hf_config()` describes, and `load_reward_model` (checkpoints/reward.py) reads it back with the same strict
+  tensor-by-tensor reads as a causal LM.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwen_min.checkpoints.hf import CheckpointError, read_tensors, safetensors_files, save_pretrained
 from qwen_min.config import QwenConfig
 from qwen_min.model.attention import attention_mask_for
+from qwen_min.model.dual_chunk import DualChunkPass
 from qwen_min.model.qwen import Qwen, QwenModel, positions_from_mask
 
 ARCHITECTURE = "Qwen2ForSequenceClassification"
@@ -74,10 +72,15 @@ class RewardModel(nn.Module):
         b, t = input_ids.shape
         positions = positions_from_mask(attention_mask, 0, t, input_ids.device)  # (b or 1, t)
         x = self.model.embed_tokens(input_ids)  # (b, t, hidden)
-        cos, sin = self.model.rotary_emb(positions, x.dtype)
-        mask = attention_mask_for(t, 0, attention_mask, input_ids.device)  # (b or 1, 1, t, t) or None
+        cos = sin = mask = dca = None
+        if self.config.dual_chunk_attention_config:  # as Qwen.forward: one DualChunkPass replaces cos, sin and mask
+            dca = DualChunkPass.build(self.config.dual_chunk_attention_config, self.model.rotary_emb, positions, t,
+                                      x.dtype, attention_mask)
+        else:
+            cos, sin = self.model.rotary_emb(positions, x.dtype)
+            mask = attention_mask_for(t, 0, attention_mask, input_ids.device)  # (b or 1, 1, t, t) or None
         for layer in self.model.layers:
-            x, _ = layer(x, cos, sin, mask)
+            x, _ = layer(x, cos, sin, mask, None, dca)
         return self.score(self.model.norm(x))[..., 0]  # (b, t)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -97,46 +100,6 @@ class RewardModel(nn.Module):
         if self.pad_token_id is not None:
             d["pad_token_id"] = self.pad_token_id
         return d
-
-    def save_pretrained(self, folder: str | Path, max_shard_bytes: int = 5_000_000_000) -> None:
-        """config.json + safetensors that transformers' AutoModelForSequenceClassification loads."""
-        folder = Path(folder)
-        save_pretrained(self, folder, max_shard_bytes)  # weights (sharded when large) and a causal-LM config.json
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        config.update(self.hf_config())
-        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device="cpu") -> "RewardModel":
-        """A RewardModel in eval mode from a folder written by `save_pretrained` or by transformers."""
-        path = Path(path)
-        file = path / "config.json"
-        if not file.is_file():
-            raise FileNotFoundError(f"{file}: missing (a reward model folder holds config.json + safetensors)")
-        try:
-            d = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{file}: not valid JSON ({e})") from None
-        architectures = d.get("architectures") or []
-        labels = len(d["id2label"]) if d.get("id2label") else d.get("num_labels", 2)  # transformers' default: 2
-        if architectures != [ARCHITECTURE] or labels != 1:
-            raise CheckpointError(f"{path}: not a reward model (config.json says architectures {architectures}, "
-                                  f"{labels} label(s); a reward model is {ARCHITECTURE} with one label: a scalar head "
-                                  "score.weight)")
-        cfg = QwenConfig.from_hf_dict(d, source=str(file))
-        with torch.device("meta"):
-            rm = cls(cfg, pad_token_id=d.get("pad_token_id"))
-        expected = {name: tuple(t.shape) for name, t in rm.state_dict().items()}
-        tensors: dict[str, torch.Tensor] = {}
-        for shard, names in safetensors_files(path).items():
-            tensors.update(read_tensors(shard, names, expected, dtype, device))
-        extra = sorted(set(tensors) - set(expected))
-        missing = sorted(set(expected) - set(tensors))
-        if extra or missing:
-            what = f"holds {extra[0]}, which a reward model does not have" if extra else f"lacks {missing[0]}"
-            raise CheckpointError(f"{path}: {what} (expected the decoder plus score.weight {expected['score.weight']})")
-        rm.load_state_dict(tensors, assign=True)
-        return rm.eval()
 
 
 def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> tuple[torch.Tensor, dict]:

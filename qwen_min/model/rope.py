@@ -30,7 +30,7 @@ Design choices
   pair and interpolates the slowest by exactly s. It is *static*: transformers has no static equivalent; its
   "dynamic" recomputes this base from the current sequence length at every forward pass (unchanged up to
   max_position_embeddings), which makes cached keys and new queries disagree. `ntk_theta(d, b, s)` equals
-  transformers' dynamic base at factor 1 and length s * max_position_embeddings (tests/test_long_context.py).
+  transformers' dynamic base at factor 1 and length s * max_position_embeddings (tests/model/test_dual_chunk.py).
   ABF ("adjusted base frequency", Xiong et al. 2023, used by Qwen2.5 to go from 4,096 to 32,768 tokens,
   report arXiv 2412.15115 §3.3) is not a scaling method here: it is a larger `rope_theta` (1e4 -> 1e6) plus
   training at the longer length, so it needs no code beyond the config field.
@@ -43,7 +43,7 @@ import math
 import torch
 from torch import nn
 
-from qwen_min.config import QwenConfig
+from qwen_min.config import QwenConfig, ntk_theta
 
 
 def default_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
@@ -103,16 +103,6 @@ def linear_inv_freq(head_dim: int, theta: float, factor: float) -> torch.Tensor:
     tensor([0.2500, 0.0025])
     """
     return default_inv_freq(head_dim, theta) / factor
-
-
-def ntk_theta(head_dim: int, theta: float, factor: float) -> float:
-    """NTK-aware base: b * s^(d / (d - 2)). The slowest pair (exponent (d - 2) / d) then turns s times slower,
-    the fastest (exponent 0) not at all, and the pairs between are interpolated less the faster they turn.
-
-    >>> ntk_theta(4, 10_000.0, 4.0)             # 1e4 * 4^(4/2)
-    160000.0
-    """
-    return theta * factor ** (head_dim / (head_dim - 2))
 
 
 def ntk_inv_freq(head_dim: int, theta: float, factor: float) -> torch.Tensor:

@@ -1,8 +1,7 @@
 """Which weight format decodes fastest at a given batch size on this machine: measured, not assumed.
 
     fmt = fastest_format(model.config, batch=8)     # e.g. "int8" at batch 1 and "bf16" at batch 32 on 2 CPU cores
-    to_format(model, fmt)                           # in place: a cast, or `quantize`
-    qm.generate(model, prompts, dtype="auto")       # both, for the batch it is given
+    model, tok = qm.load("0.5B", format="auto", batch=8)   # the loader's format "auto" is this choice
 
 Design choices
 - A decode step is mostly the model's matrix products (68-92% of it on 2 CPU cores, README's
@@ -16,8 +15,7 @@ Design choices
   (README). int4 is faster still at small batches but costs +3.8% to +11.6%, so it competes only
   when asked (`candidates=`).
 - Off the CPU the weight-only kernels are not wired (linear.py): there only fp32 and bf16 compete.
-- `to_format` works in place, like `quantize`, from fp32 or bf16 weights to any format. A
-  quantised model is refused: its codes cannot be turned back into the original weights.
+- Choosing is a loading decision (checkpoints/load.py): `generate` never changes the weights it is given.
 
 >>> cfg = qm.QwenConfig.from_name("tiny")
 >>> fastest_format(cfg, batch=1) in ("fp32", "bf16", "int8")
@@ -32,11 +30,9 @@ import torch
 from torch import nn
 
 from qwen_min.config import QwenConfig
+from qwen_min.formats import LOSSLESS, WEIGHT_ONLY, check_format
 from qwen_min.quant.linear import QuantLinear, kernel_available
-from qwen_min.quant.quantize import quantize
 
-FORMATS = ("fp32", "bf16", "int8", "int4")
-LOSSLESS = ("fp32", "bf16", "int8")  # within 1% of bf16 perplexity (README's quality table)
 _CACHE: dict[tuple, str] = {}
 
 
@@ -64,7 +60,7 @@ def _layer_seconds(shapes, fmt: str, batch: int, device: str, group_size: int = 
         linear = nn.Linear(n_in, n_out, bias=False)
         linear.weight.copy_(torch.randn(n_out, n_in, generator=generator) * n_in ** -0.5)
         linear = linear.to(device)
-        if fmt in ("int8", "int4"):
+        if fmt in WEIGHT_ONLY:
             layers.append(QuantLinear.from_linear(linear, fmt, group_size))
         else:
             layers.append(linear.to(torch.bfloat16 if fmt == "bf16" else torch.float32))
@@ -93,9 +89,10 @@ def fastest_format(cfg: QwenConfig, batch: int, device: str | torch.device = "cp
     Candidates that cannot run here (weight-only kernels off the CPU) or cannot take the model's shapes
     (the kernels' tiles of 16, int4 groups) are left out.
     """
-    unknown = [c for c in candidates if c not in FORMATS]
-    if unknown or not candidates:
-        raise ValueError(f"unknown format(s) {unknown or '(none given)'}: choose from {', '.join(FORMATS)}")
+    if not candidates:
+        raise ValueError("no candidate formats given")
+    for c in candidates:
+        check_format(c, ("fp32", "bf16", *WEIGHT_ONLY))
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     device = str(torch.device(device))
@@ -108,14 +105,3 @@ def fastest_format(cfg: QwenConfig, batch: int, device: str | torch.device = "cp
     if key not in _CACHE:
         _CACHE[key] = min(usable, key=lambda fmt: _layer_seconds(shapes, fmt, batch, device, group_size))
     return _CACHE[key]
-
-
-def to_format(model: nn.Module, fmt: str, group_size: int = 128) -> nn.Module:
-    """Put a float model's weights in `fmt` ("fp32", "bf16", "int8" or "int4"), in place; returns the model."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
-    if any(isinstance(m, QuantLinear) for m in model.modules()):
-        raise ValueError("the model is already quantised; load it again to change its format")
-    if fmt in ("int8", "int4"):
-        return quantize(model, fmt, group_size)
-    return model.to(torch.bfloat16 if fmt == "bf16" else torch.float32)

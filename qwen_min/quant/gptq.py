@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from qwen_min.model.attention import attention_mask_for
+from qwen_min.model.dual_chunk import DualChunkPass
 from qwen_min.progress import progress_bar
 from qwen_min.quant.groups import INT4_LEVELS
 from qwen_min.quant.linear import QuantLinear, int4_grid
@@ -130,11 +131,16 @@ def gptq_quantize_layers(model: nn.Module, calibration: torch.Tensor, group_size
     device = inner.embed_tokens.weight.device
     x = inner.embed_tokens(calibration.to(device)).float()  # (n, t, hidden)
     t = calibration.shape[1]
-    cos, sin = inner.rotary_emb(torch.arange(t, device=device)[None], x.dtype)  # (1, t, head_dim)
-    mask = attention_mask_for(t, 0, None, device)  # (1, 1, t, t): causal, no padding
+    positions = torch.arange(t, device=device)[None]  # (1, t)
+    cos = sin = mask = dca = None
+    if dca_config := model.config.dual_chunk_attention_config:  # the layers see what the model's forward gives them
+        dca = DualChunkPass.build(dca_config, inner.rotary_emb, positions, t, x.dtype)
+    else:
+        cos, sin = inner.rotary_emb(positions, x.dtype)  # (1, t, head_dim)
+        mask = attention_mask_for(t, 0, None, device)  # (1, 1, t, t): causal, no padding
 
     def run(layer):  # the layer on every calibration sequence, a few at a time
-        return torch.cat([layer(xb, cos, sin, mask)[0] for xb in x.split(batch_size)])
+        return torch.cat([layer(xb, cos, sin, mask, None, dca)[0] for xb in x.split(batch_size)])
 
     for layer in progress_bar(inner.layers, desc="GPTQ", unit="layer", enabled=progress):
         linears = _decoder_linears(layer)
@@ -150,7 +156,7 @@ def gptq_quantize_layers(model: nn.Module, calibration: torch.Tensor, group_size
         shared: dict[str, list[str]] = {}  # that layer -> all linear layers reading the same input (q/k/v; gate/up)
         for xb in x.split(batch_size):
             inputs.clear()
-            layer(xb, cos, sin, mask)
+            layer(xb, cos, sin, mask, None, dca)
             if not shared:
                 for name, inp in inputs.items():
                     owner = next(n for n, other in inputs.items() if other is inp)

@@ -27,7 +27,7 @@ Design choices
   the codes on the grid the kernel really uses.
 - Reference and tolerance: the kernel path equals x @ W.T with W dequantised from that grid, in
   float32, to within bf16 rounding of the output: max error <= 1% of the largest output
-  (tests/test_quant.py; measured 0.2-0.6%).
+  (tests/quant/test_quantize.py; measured 0.2-0.6%).
 """
 
 from __future__ import annotations
@@ -35,16 +35,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qwen_min.formats import WEIGHT_ONLY, check_format
 from qwen_min.quant.absmax import INT8_MAX, quantize_int8
 from qwen_min.quant.groups import INT4_LEVELS, quantize_int4
 
-FORMATS = ("int8", "int4")
 INT4_INNER_K_TILES = 2  # the packing's inner tile count (2, 4 or 8; any works on CPU)
 
 
 def kernel_available(fmt: str, device: torch.device | str) -> bool:
     """True when `fmt` runs on its fused kernel on `device`: the CPU, for both formats."""
-    return fmt in FORMATS and torch.device(device).type == "cpu"
+    return fmt in WEIGHT_ONLY and torch.device(device).type == "cpu"
 
 
 def int8_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,8 +72,7 @@ class QuantLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, fmt: str, group_size: int = 128, bias: bool = False):
         super().__init__()
-        if fmt not in FORMATS:
-            raise ValueError(f"unknown quantisation format {fmt!r} (choose from {', '.join(FORMATS)})")
+        check_format(fmt, WEIGHT_ONLY)
         self.in_features, self.out_features, self.fmt, self.group_size = in_features, out_features, fmt, group_size
         self.bias = nn.Parameter(torch.zeros(out_features, dtype=torch.bfloat16), requires_grad=False) if bias else None
 

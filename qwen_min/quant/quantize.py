@@ -32,8 +32,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qwen_min.formats import FLOAT, WEIGHT_ONLY, check_format, torch_dtype
 from qwen_min.quant.gptq import gptq_quantize_layers
-from qwen_min.quant.linear import FORMATS, QuantLinear
+from qwen_min.quant.linear import QuantLinear
 
 
 def quantize(model: nn.Module, fmt: str, group_size: int = 128, head: str | None = "int8",
@@ -45,10 +46,9 @@ def quantize(model: nn.Module, fmt: str, group_size: int = 128, head: str | None
     calibration: int4 only: (sequences, tokens) ids (e.g. `calibration_ids`, eval/perplexity.py) on which
         GPTQ chooses the decoder layers' codes; None rounds every weight to its nearest level.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown quantisation format {fmt!r} (choose from {', '.join(FORMATS)})")
-    if head not in (*FORMATS, None):
-        raise ValueError(f"head must be one of {', '.join(FORMATS)} or None, got {head!r}")
+    check_format(fmt, WEIGHT_ONLY)
+    if head not in (*WEIGHT_ONLY, None):
+        raise ValueError(f"head must be one of {', '.join(WEIGHT_ONLY)} or None, got {head!r}")
     if calibration is not None:
         if fmt != "int4":
             raise ValueError("calibration (GPTQ) applies to int4; int8 rounds to nearest (within 0.2% of bf16 already)")
@@ -61,6 +61,24 @@ def quantize(model: nn.Module, fmt: str, group_size: int = 128, head: str | None
             if layer_fmt is not None:
                 setattr(parent, name, QuantLinear.from_linear(child, layer_fmt, group_size))
     return model.to(torch.bfloat16)
+
+
+def to_format(model: nn.Module, fmt: str, group_size: int = 128, calibration: torch.Tensor | None = None) -> nn.Module:
+    """Put a float model's weights in `fmt` (fp32, bf16, fp16, int8, int4 or int4-gptq), in place; returns the model.
+
+    int4-gptq needs `calibration` ids (see `quantize`). A quantised model is refused: its codes cannot be turned
+    back into the original weights.
+    """
+    check_format(fmt, (*FLOAT, *WEIGHT_ONLY, "int4-gptq"))
+    if any(isinstance(m, QuantLinear) for m in model.modules()):
+        raise ValueError("the model is already quantised; load it again to change its format")
+    if fmt == "int4-gptq":
+        if calibration is None:
+            raise ValueError("int4-gptq chooses its codes on calibration text: give calibration ids")
+        return quantize(model, "int4", group_size, calibration=calibration)
+    if fmt in WEIGHT_ONLY:
+        return quantize(model, fmt, group_size)
+    return model.to(torch_dtype(fmt))
 
 
 def weight_bytes(model: nn.Module, per_token: bool = True) -> int:

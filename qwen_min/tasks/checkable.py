@@ -13,7 +13,7 @@ name to its Task, so later stages (`make-pairs` in chapter 10) score sampled rep
 Design choices
 - Splits by prompt, not by draw: a prompt belongs to "train", "dpo" or "test" by a hash of its text
   (80/10/10 buckets). Whatever the seed or the number drawn, no test prompt can appear in the training
-  data (tests/test_sft.py checks it), and chapter 10 samples preference pairs on "dpo" prompts that SFT
+  data (tests/train/test_sft.py checks it), and chapter 10 samples preference pairs on "dpo" prompts that SFT
   never saw. Evaluation splits hold distinct prompts; "train" may repeat a prompt (more epochs of it).
 - Tasks are built for a tiny model learning in a minute on a CPU: lists are written "b, x, q" so each
   item is one token in the Qwen tokenizer (and in small trained ones), digits are one token each

@@ -17,7 +17,7 @@ One JSON object per line, TRL's conversational preference format plus what made 
      "sampling": {"n_samples": 8, "temperature": 1.0, "top_k": null, "top_p": null, "max_new_tokens": 32, "seed": 0}}
 
 Design choices
-- Prompts come from the "dpo" split of tasks.py by default: a hash of the prompt text puts it there,
+- Prompts come from the "dpo" split of tasks/checkable.py by default: a hash of the prompt text puts it there,
   so SFT (the "train" split) never saw them and evaluation (the "test" split) never will.
 - Sampling defaults to temperature 1.0 with no top-k / top-p: the model's own distribution, so the
   pairs show the mistakes it actually makes (Qwen's chat settings, 0.7 / 0.8 / 20, are a flag away).

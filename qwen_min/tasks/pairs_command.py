@@ -3,31 +3,27 @@
     qwen-min make-pairs --checkpoint runs/sft/model --out runs/pairs.jsonl --n-samples 8
 
 Design choices
-- `--checkpoint` names the model as every other command does (a run's model/ folder, 0.5B, 1.5B or a
-  .gguf file, `resolve_checkpoint`); `--model`, this command's older name for it, still works.
+- `--checkpoint` and `--format` name the model as every other command does (`qm.load`: an SFT run folder,
+  0.5B, 1.5B or a .gguf file); `--model`, this command's older name, still works for one release.
 - Everything that can be refused (the tasks, the checkpoint, the tokenizer) is checked before the model
   is loaded; the pairs file is written once, at the end, so a refused or failed run leaves nothing.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
-from qwen_min.checkpoints.fetch import resolve_checkpoint
-from qwen_min.checkpoints.hf import from_pretrained
+from qwen_min.command import add_model_arguments, add_renamed, load_from_args
 from qwen_min.progress import progress_bar
 from qwen_min.tasks.checkable import GENERATED, make_examples
 from qwen_min.tasks.pairs import format_report, make_pairs, write_pairs
-from qwen_min.tokenizer.bpe import Tokenizer
 
 
 def add_arguments(p):
-    p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
-                   help="the model to sample: an SFT run's model/ folder (config.json, weights, tokenizer files), 0.5B, "
-                        "1.5B or a .gguf file; --model is an older name for this flag (use --checkpoint)")
+    add_model_arguments(p, checkpoint=None)
+    add_renamed(p, "--model", "--checkpoint")
     p.add_argument("--out", type=Path, required=True, help="pairs file to write (JSONL)")
     p.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the model folder)")
     p.add_argument("--tasks", default=",".join(GENERATED), help=f"comma-separated task names (default: {','.join(GENERATED)})")
@@ -49,9 +45,8 @@ def run(args) -> int:
     if args.n_samples < 2:
         raise ValueError(f"--n-samples must be at least 2 (a pair needs a right and a wrong answer), got {args.n_samples}")
     examples = make_examples(args.tasks.split(","), args.split, args.prompts_per_task, seed=args.seed)
-    checkpoint = resolve_checkpoint(args.checkpoint, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    tok = Tokenizer.from_pretrained(args.tokenizer or checkpoint)
-    model = from_pretrained(checkpoint, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, tok = load_from_args(args, batch=args.n_samples,
+                                device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bar = progress_bar(total=len(examples), desc="sampling", unit="prompt", enabled=not args.no_progress)
     pairs, report = make_pairs(model, tok, examples, args.n_samples, args.pairs_per_prompt, args.temperature, args.top_k,
                                args.top_p, args.max_new_tokens, args.seed, progress=bar.update)

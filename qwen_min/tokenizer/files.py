@@ -3,7 +3,7 @@ and write the Hugging Face files (tokenizer.json, vocab.json, merges.txt, tokeni
 
 Design choices
 - This module only moves data between files and one plain structure, `VocabFiles`;
-  the BPE algorithm lives in `tokenizer.py`. Every reader returns the same structure,
+  the BPE algorithm lives in `tokenizer/bpe.py`. Every reader returns the same structure,
   so `Tokenizer.from_pretrained` works the same whatever the source.
 - `tokenizer.json` is written in the layout of the official Qwen2.5 file: NFC normaliser,
   the Qwen pre-tokenizer regex as a `Split`, then `ByteLevel` without its own regex,
@@ -21,8 +21,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qwen_min.checkpoints.gguf_file import GGUFError
-from qwen_min.checkpoints.gguf_file import read_gguf as read_gguf_container
+from qwen_min.gguf.file import GGUFError
+from qwen_min.gguf.file import read_gguf as read_gguf_container
 from qwen_min.paths import read_json
 
 # The pre-tokenizer of Qwen2 / Qwen2.5 (the official tokenizer.json's Split pre-tokenizer). `\p{N}` takes ONE digit at a time.

@@ -10,7 +10,7 @@ Such a character before '/' or after a letter splits differently, so ids would d
 
 Design choice: rewrite the letter/digit classes of the pattern to leave those code points out
 (`NEWER_THAN_TOKENIZERS`, measured by running both engines over every code point; the test
-tests/test_tokenizer.py::test_pretokenizer_agrees_on_every_code_point re-checks the whole table):
+tests/tokenizer/test_bpe.py::test_pretokenizer_agrees_on_every_code_point re-checks the whole table):
   \\p{L}            -> [^\\P{L}<newer>]                   (a letter, not a newer one)
   [^\\r\\n\\p{L}\\p{N}] -> (?:[^\\r\\n\\p{L}\\p{N}]|[<newer>])    (a newer one is "not a letter" here)
   [... \\p{L} ...]   -> (?:(?![<newer>])[... \\p{L} ...])

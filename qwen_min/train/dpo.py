@@ -3,7 +3,7 @@
     logps = completion_logps(model(ids, attention_mask=mask), labels)    # (b,) one sum per sequence
     loss, metrics = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1)
 
-    qwen-min dpo --init runs/sft/model --pairs runs/pairs.jsonl --out runs/dpo --beta 0.1 --lr 3e-4
+    qwen-min dpo --checkpoint runs/sft --pairs runs/pairs.jsonl --out runs/dpo --beta 0.1 --lr 3e-4
 
 Design choices
 - The loss is TRL's `loss_type="sigmoid"` (the DPO paper's), with no label smoothing:
@@ -43,22 +43,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from qwen_min.checkpoints.hf import from_pretrained, save_pretrained
+from qwen_min.checkpoints.hf import save_pretrained
+from qwen_min.checkpoints.load import CHECKPOINT_HELP, load
 from qwen_min.model.qwen import IGNORE_INDEX, causal_lm_loss
 from qwen_min.tasks.checkable import GENERATED, heldout_accuracy, make_examples
 from qwen_min.tasks.pairs import read_pairs
-from qwen_min.tokenizer.bpe import Tokenizer
 from qwen_min.train.batches import ShuffledStream, pad_batch
-from qwen_min.train.settings import require, require_positive, save_settings, train_config
+from qwen_min.train.settings import LoopSettings, loop_default, require, require_positive, save_settings, setting, train_config
 from qwen_min.train.sft import encode_chat
 from qwen_min.train.trainer import METRICS, Trainer, check_run_folder, read_metrics, setup_distributed
 
@@ -250,18 +252,29 @@ def plot_dpo_metrics(metrics_path, png_path=None, axes=None):
 
 
 # ---------------------------------------------------------------------------- qwen-min dpo
-# Settings of `qwen-min dpo` (train/settings.py: defaults, then run.json on --resume, then the flags given).
-DEFAULTS = dict(
-    init=None,  # the SFT model folder: the policy's start and the reference
-    pairs=None,  # preference pairs, JSONL from `qwen-min make-pairs`
-    beta=0.1, nll_weight=0.0,  # DPO's beta; weight of the chosen answers' cross-entropy (TRL's rpo_alpha)
-    lr=5e-5, min_lr=None, warmup_steps=0, epochs=1.0, max_steps=None, batch_size=8, grad_accum=1,
-    weight_decay=0.0, grad_clip=1.0, eval_every=10, save_every=0, seed=0, precision="auto",
-    val_fraction=0.1,  # pairs held out by prompt
-    reference="precomputed",  # or "frozen": a frozen copy run every step
-    max_len=512,  # tokens per conversation
-    eval_tasks=None, eval_prompts=50, eval_seed=1, max_new_tokens=32,  # the checker evaluation before and after
-)
+@dataclass
+class DPOSettings(LoopSettings):
+    """Settings of `qwen-min dpo` (train/settings.py: defaults, then run.json on --resume, then the flags given)."""
+
+    checkpoint: str | None = setting(None, f"the SFT model to start from and use as the reference: {CHECKPOINT_HELP}")
+    pairs: str | None = setting(None, "preference pairs (JSONL from `qwen-min make-pairs`; required unless --resume)")
+    beta: float = setting(0.1, "DPO beta: how far the policy may drift from the reference")
+    nll_weight: float = setting(0.0, "weight of an extra cross-entropy loss on the chosen answers (TRL's rpo_alpha; "
+                                     "0: plain DPO)")
+    epochs: float = setting(1.0, "passes over the training pairs unless --max-steps is given (one, as in the report)")
+    val_fraction: float = setting(0.1, "pairs held out by prompt for validation")
+    reference: str = setting("precomputed", "reference log-probs computed once before training, or a frozen copy run "
+                                            "every step", choices=("precomputed", "frozen"))
+    max_len: int = setting(512, "tokens per conversation, longer ones are cut")
+    eval_tasks: str | None = setting(None, "tasks whose held-out test prompts are checked before and after (default: "
+                                           f"those in the pairs; any of {','.join(GENERATED)}); 'none' skips it")
+    eval_prompts: int = setting(50, "test prompts per task, checker evaluation")
+    eval_seed: int = setting(1, "seed of the test prompts")
+    max_new_tokens: int = setting(32, "reply length in the checker evaluation")
+    lr: float | None = loop_default("lr", 5e-5)
+    weight_decay: float = loop_default("weight_decay", 0.0)
+    eval_every: int = loop_default("eval_every", 10)
+    # max_steps: None, from --epochs
 
 
 def split_pairs(pairs: list[dict], val_fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
@@ -275,67 +288,70 @@ def split_pairs(pairs: list[dict], val_fraction: float, seed: int = 0) -> tuple[
     return [p for p in pairs if json.dumps(p["prompt"], sort_keys=True) not in held_out], val
 
 
-def checker_accuracy(model, tok, settings: dict, pairs: list[dict]) -> dict | None:
+def checker_accuracy(model, tok, settings: DPOSettings, pairs: list[dict]) -> dict | None:
     """Greedy accuracy per task on held-out test prompts (tasks.evaluate), with the mean over tasks."""
 
-    names = settings["eval_tasks"]
+    names = settings.eval_tasks
     if names == "none":
         return None
     names = names.split(",") if names else [t for t in dict.fromkeys(p.get("task") for p in pairs) if t in GENERATED]
     if not names:
         return None
-    examples = make_examples(names, "test", settings["eval_prompts"], seed=settings["eval_seed"])
-    return heldout_accuracy(model, tok, examples, settings["max_new_tokens"])
+    examples = make_examples(names, "test", settings.eval_prompts, seed=settings.eval_seed)
+    return heldout_accuracy(model, tok, examples, settings.max_new_tokens)
 
 
-def check_settings(settings: dict) -> None:
+def check_settings(settings: DPOSettings) -> None:
     """One clear error for a setting DPO cannot run with."""
-    require(settings, "init", "pairs")
+    require(settings, "checkpoint", "pairs")
     require_positive(settings, "batch_size", "grad_accum", "max_len", "eval_prompts")
-    if not 0 < settings["val_fraction"] < 1:
+    if not 0 < settings.val_fraction < 1:
         raise ValueError(f"--val-fraction must be > 0 and < 1 (held-out prompts measure the preference accuracy), "
-                         f"got {settings['val_fraction']:g}")
-    if settings["beta"] <= 0:
-        raise ValueError(f"--beta must be > 0, got {settings['beta']}")
+                         f"got {settings.val_fraction:g}")
+    if settings.beta <= 0:
+        raise ValueError(f"--beta must be > 0, got {settings.beta}")
 
 
-def run_dpo(settings: dict, out: str | Path, *, resume: bool = False, stop_at: int | None = None,
-            progress: bool = True, device: str | None = None) -> Trainer:
-    """DPO as `settings` say (DEFAULTS' keys plus init and pairs), writing the run folder `out`; returns the Trainer."""
+def run_dpo(settings: DPOSettings, out: str | Path, *, resume: bool = False, stop_at: int | None = None,
+            progress: bool = True, device: str | None = None, shard: str | None = None,
+            activation_checkpointing: bool = False) -> Trainer:
+    """DPO as `settings` say, writing the run folder `out`; returns the Trainer."""
     out = Path(out)
     check_run_folder(out, resume)
     check_settings(settings)
-    train_pairs, val_pairs = split_pairs(read_pairs(settings["pairs"]), settings["val_fraction"], settings["seed"])
+    train_pairs, val_pairs = split_pairs(read_pairs(settings.pairs), settings.val_fraction, settings.seed)
     world = setup_distributed(device)
     log = print if world.is_main else (lambda *a, **k: None)
-    tok = Tokenizer.from_pretrained(settings["init"])
-    model = from_pretrained(settings["init"], device=world.device)  # the run folder is made after these checks
-    batch_args = dict(batch_size=settings["batch_size"], max_len=settings["max_len"], seed=settings["seed"])
+    model, tok = load(settings.checkpoint, "fp32", device=world.device, log=log)  # the run folder is made after these checks
+    batch_args = dict(batch_size=settings.batch_size, max_len=settings.max_len, seed=settings.seed)
     train, val = PairBatches(tok, train_pairs, **batch_args), PairBatches(tok, val_pairs, **batch_args)
-    pairs_per_step = settings["batch_size"] * settings["grad_accum"] * world.world_size
-    max_steps = settings["max_steps"] or max(1, math.ceil(settings["epochs"] * len(train) / pairs_per_step))
+    pairs_per_step = settings.batch_size * settings.grad_accum * world.world_size
+    max_steps = settings.max_steps or max(1, math.ceil(settings.epochs * len(train) / pairs_per_step))
     if world.is_main:
         save_settings(out, settings)
 
     eval_file = out / "eval.json"
     evaluation = json.loads(eval_file.read_text()) if resume and eval_file.exists() else {}
     if "before" not in evaluation and world.is_main:  # the SFT model, before any DPO step
-        evaluation = {"seed": settings["eval_seed"], "prompts_per_task": settings["eval_prompts"],
+        evaluation = {"seed": settings.eval_seed, "prompts_per_task": settings.eval_prompts,
                       "before": checker_accuracy(model, tok, settings, train_pairs)}
         eval_file.write_text(json.dumps(evaluation, indent=1) + "\n")
 
-    config = train_config({**settings, "max_steps": max_steps}, out, resume=resume, stop_at=stop_at, progress=progress)
+    config = train_config(dataclasses.replace(settings, max_steps=max_steps), out, resume=resume, stop_at=stop_at,
+                          progress=progress)
     reference = None
-    if settings["reference"] == "frozen":
+    if settings.reference == "frozen":
         reference = copy.deepcopy(model).eval().requires_grad_(False)
-    loss_fn = functools.partial(dpo_batch_loss, beta=settings["beta"], reference=reference, nll_weight=settings["nll_weight"])
-    trainer = Trainer(model, loss_fn, train, config, {"pairs": val.fixed_batches()}, world, extra_state={"settings": settings})
+    loss_fn = functools.partial(dpo_batch_loss, beta=settings.beta, reference=reference, nll_weight=settings.nll_weight)
+    trainer = Trainer(model, loss_fn, train, config, {"pairs": val.fixed_batches()}, world,
+                      extra_state={"settings": dataclasses.asdict(settings)}, shard=shard,
+                      activation_checkpointing=activation_checkpointing)
     if reference is None:  # before fit(), which loads a resumed checkpoint: the reference is always the SFT model
         for batches in (train, val):
             batches.attach_reference(model, trainer.autocast)
         trainer.eval_sets = {"pairs": val.fixed_batches()}
-    log(f"DPO from {settings['init']}: {len(train)} training pairs, {len(val)} held-out pairs, beta {settings['beta']}, "
-        f"lr {settings['lr']:g}, {max_steps} steps of {pairs_per_step} pairs, reference {settings['reference']}")
+    log(f"DPO from {settings.checkpoint}: {len(train)} training pairs, {len(val)} held-out pairs, beta {settings.beta}, "
+        f"lr {settings.lr:g}, {max_steps} steps of {pairs_per_step} pairs, reference {settings.reference}")
     records = trainer.fit()
     if not world.is_main:
         return trainer

@@ -20,7 +20,7 @@ Design choices
   short one's, a length bias. DAPO (Yu et al. 2025) sums over all tokens of the batch and divides by
   their number, "token" (TRL's "dapo", the default of TRL 1.16). Dr. GRPO (Liu et al. 2025)
   divides the sum by a constant, answers x max_completion_length, "constant" (TRL's "dr_grpo"). All three
-  equal TRL 1.16's loss and gradients on a fixed batch (tests/test_grpo.py).
+  equal TRL 1.16's loss and gradients on a fixed batch (tests/train/test_grpo.py).
 - Advantages as TRL computes them: unbiased std within the group, eps 1e-4. A group whose G rewards are
   all equal has advantages 0: it gives no policy gradient (only the KL term acts). The report orders
   prompts by the variance of their rewards, highest first, so such prompts come last (`order="variance"`): before training,
@@ -48,23 +48,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from qwen_min.checkpoints.fetch import default_checkpoint
-from qwen_min.checkpoints.hf import from_pretrained, save_pretrained
+from qwen_min.checkpoints.hf import save_pretrained
+from qwen_min.checkpoints.load import CHECKPOINT_HELP, load
+from qwen_min.checkpoints.reward import load_reward_model
 from qwen_min.generation import generate
-from qwen_min.model.reward import RewardModel
 from qwen_min.progress import progress_bar
 from qwen_min.tasks.checkable import GENERATED, TASKS, Example, heldout_accuracy, make_examples, prompt_ids, reply_text
-from qwen_min.tokenizer.bpe import Tokenizer
 from qwen_min.train.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
-from qwen_min.train.settings import require, require_positive, save_settings, train_config
+from qwen_min.train.settings import LoopSettings, loop_default, require, require_positive, save_settings, setting, train_config
 from qwen_min.train.trainer import METRICS, Trainer, check_run_folder, read_metrics, setup_distributed
 
 AGGREGATIONS = ("sequence", "token", "constant")
@@ -398,40 +399,70 @@ def plot_grpo_metrics(metrics_path, png_path=None, axes=None):
 
 
 # ---------------------------------------------------------------------------- qwen-min grpo
-DEFAULTS = dict(
-    init=None, tasks="count,sort", reward_model=None, group_size=8, order="variance", n_prompts=64, temperature=1.0,
-    max_new_tokens=32, beta=0.04, epsilon=0.2, aggregation="sequence", kl_ratio=False, iterations=1,
-    eval_prompts=50, eval_seed=1, lora=False, lora_rank=8, lora_alpha=16.0,
-    max_steps=100, lr=1e-6, min_lr=None, warmup_steps=0, batch_size=32, grad_accum=1, weight_decay=0.0, grad_clip=1.0,
-    eval_every=10, save_every=10, seed=0, precision="auto")
+@dataclass
+class GRPOSettings(LoopSettings):
+    """Settings of `qwen-min grpo` (train/settings.py: defaults, then run.json on --resume, then the flags given)."""
+
+    checkpoint: str | None = setting(None, f"the model to start from, also the frozen reference: {CHECKPOINT_HELP}")
+    tasks: str = setting("count,sort", f"comma-separated checkable tasks whose prompts are trained on (any of "
+                                       f"{','.join(GENERATED)})")
+    reward_model: str | None = setting(None, "a reward model folder (Qwen2ForSequenceClassification, one label) to "
+                                             "score answers with, instead of the task checkers")
+    group_size: int = setting(8, "answers sampled per prompt, G (the report's)")
+    order: str = setting("variance", "prompts with the most varied rewards first, as the report does, or a plain "
+                                     "shuffle", choices=("variance", "plain"))
+    n_prompts: int = setting(64, "training prompts per task, from the 'dpo' split")
+    temperature: float = setting(1.0, "sampling temperature of the rollouts")
+    max_new_tokens: int = setting(32, "answer length, rollouts and evaluation")
+    beta: float = setting(0.04, "KL coefficient against the reference (DeepSeekMath's; 0 skips the reference)")
+    epsilon: float = setting(0.2, "PPO clip range of the ratio")
+    aggregation: str = setting("sequence", "sequence: GRPO's per-answer mean then batch mean; token: DAPO's; "
+                                           "constant: Dr. GRPO's", choices=AGGREGATIONS)
+    kl_ratio: bool = setting(False, "weight each token's KL by its ratio (TRL's use_bias_correction_kl)")
+    iterations: int = setting(1, "optimizer steps per batch of answers, mu")
+    eval_prompts: int = setting(50, "held-out test prompts per task")
+    eval_seed: int = setting(1, "seed of the held-out prompts")
+    lora: bool = setting(False, "train LoRA adapters only (merged on save)")
+    lora_rank: int = setting(8, "rank of the LoRA adapters")
+    lora_alpha: float = setting(16.0, "LoRA's alpha: the update is scaled by alpha / rank")
+    max_steps: int | None = loop_default("max_steps", 100)
+    lr: float | None = loop_default("lr", 1e-6)
+    batch_size: int = loop_default("batch_size", 32)
+    weight_decay: float = loop_default("weight_decay", 0.0)
+    eval_every: int = loop_default("eval_every", 10)
+    save_every: int = loop_default("save_every", 10)
 
 
-def check_settings(settings: dict) -> list[str]:
+SHOWN = {"batch_size": "32 answers, a multiple of --group-size"}
+
+
+def check_settings(settings: GRPOSettings) -> list[str]:
     """One clear error for each bad setting, before any model is loaded; returns the task names."""
-    require(settings, "init", "tasks")
-    tasks = [t.strip() for t in settings["tasks"].split(",") if t.strip()]
+    require(settings, "checkpoint", "tasks")
+    tasks = [t.strip() for t in settings.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in GENERATED]
     if unknown or not tasks:
         what = f"unknown task {unknown[0]!r}" if unknown else "no task given"
         raise ValueError(f"{what}; choose among {','.join(GENERATED)}")
-    if settings["group_size"] < 2:
+    if settings.group_size < 2:
         raise ValueError(f"--group-size must be at least 2 (advantages compare answers within a group), "
-                         f"got {settings['group_size']}")
+                         f"got {settings.group_size}")
     require_positive(settings, "max_steps", "batch_size", "grad_accum", "n_prompts", "eval_prompts", "iterations",
                      "max_new_tokens")
-    if settings["batch_size"] % settings["group_size"]:
-        raise ValueError(f"--batch-size {settings['batch_size']} is not a multiple of --group-size "
-                         f"{settings['group_size']} (a micro-batch holds whole groups of answers)")
-    if settings["aggregation"] not in AGGREGATIONS:
-        raise ValueError(f"unknown --aggregation {settings['aggregation']!r}; choose one of {AGGREGATIONS}")
-    if settings["beta"] < 0 or not 0 < settings["epsilon"] < 1 or settings["temperature"] <= 0:
+    if settings.batch_size % settings.group_size:
+        raise ValueError(f"--batch-size {settings.batch_size} is not a multiple of --group-size "
+                         f"{settings.group_size} (a micro-batch holds whole groups of answers)")
+    if settings.aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown --aggregation {settings.aggregation!r}; choose one of {AGGREGATIONS}")
+    if settings.beta < 0 or not 0 < settings.epsilon < 1 or settings.temperature <= 0:
         raise ValueError("--beta must be >= 0, --epsilon between 0 and 1, --temperature > 0")
     return tasks
 
 
-def run_grpo(settings: dict, out: str | Path, *, resume: bool = False, stop_at: int | None = None,
-             progress: bool = True, device: str | None = None) -> Trainer:
-    """GRPO as `settings` say (DEFAULTS' keys), writing the run folder `out`; returns the Trainer."""
+def run_grpo(settings: GRPOSettings, out: str | Path, *, resume: bool = False, stop_at: int | None = None,
+             progress: bool = True, device: str | None = None, shard: str | None = None,
+             activation_checkpointing: bool = False) -> Trainer:
+    """GRPO as `settings` say, writing the run folder `out`; returns the Trainer."""
     out = Path(out)
     check_run_folder(out, resume)
     tasks = check_settings(settings)
@@ -439,52 +470,51 @@ def run_grpo(settings: dict, out: str | Path, *, resume: bool = False, stop_at: 
     if world.world_size > 1:
         raise RuntimeError("qwen-min grpo runs as one process (rollouts are not split across processes)")
     reward_fn, reward_name = checker_reward, "the task checkers"
-    init = default_checkpoint() if settings["init"] == "default" else settings["init"]
-    tok = Tokenizer.from_pretrained(init)
-    if settings["reward_model"]:
-        reward_model = RewardModel.from_pretrained(settings["reward_model"], device=world.device)
-        reward_fn, reward_name = ModelReward(reward_model, tok), f"the reward model {settings['reward_model']}"
-    model = from_pretrained(init, device=world.device)
-    if settings["lora"]:
-        apply_lora(model, settings["lora_rank"], settings["lora_alpha"])
-        print(f"LoRA rank {settings['lora_rank']}: {lora_parameters(model):,} trainable parameters")
-        reference = AdaptersOff(model) if settings["beta"] else None
+    model, tok = load(settings.checkpoint, "fp32", device=world.device)
+    if settings.reward_model:
+        reward_model = load_reward_model(settings.reward_model, device=world.device)
+        reward_fn, reward_name = ModelReward(reward_model, tok), f"the reward model {settings.reward_model}"
+    if settings.lora:
+        apply_lora(model, settings.lora_rank, settings.lora_alpha)
+        print(f"LoRA rank {settings.lora_rank}: {lora_parameters(model):,} trainable parameters")
+        reference = AdaptersOff(model) if settings.beta else None
     else:
-        reference = copy.deepcopy(model).eval().requires_grad_(False) if settings["beta"] else None
-    seed = settings["seed"]
-    examples = make_examples(tasks, "dpo", settings["n_prompts"], seed=seed)  # prompts SFT never saw
-    held_out = make_examples(tasks, "test", settings["eval_prompts"], seed=settings["eval_seed"])
-    rollouts = GRPORollouts(model, reference, tok, examples, reward_fn, settings["group_size"], settings["batch_size"],
-                            settings["iterations"], settings["temperature"], settings["max_new_tokens"], settings["beta"],
-                            settings["order"], seed, settings["grad_accum"], held_out, settings["eval_every"], progress)
+        reference = copy.deepcopy(model).eval().requires_grad_(False) if settings.beta else None
+    seed = settings.seed
+    examples = make_examples(tasks, "dpo", settings.n_prompts, seed=seed)  # prompts SFT never saw
+    held_out = make_examples(tasks, "test", settings.eval_prompts, seed=settings.eval_seed)
+    rollouts = GRPORollouts(model, reference, tok, examples, reward_fn, settings.group_size, settings.batch_size,
+                            settings.iterations, settings.temperature, settings.max_new_tokens, settings.beta,
+                            settings.order, seed, settings.grad_accum, held_out, settings.eval_every, progress)
     config = train_config(settings, out, resume=resume, stop_at=stop_at, progress=progress)
-    loss_fn = functools.partial(grpo_batch_loss, epsilon=settings["epsilon"], beta=settings["beta"],
-                                aggregation=settings["aggregation"], temperature=settings["temperature"],
-                                kl_ratio=settings["kl_ratio"])
+    loss_fn = functools.partial(grpo_batch_loss, epsilon=settings.epsilon, beta=settings.beta,
+                                aggregation=settings.aggregation, temperature=settings.temperature,
+                                kl_ratio=settings.kl_ratio)
     trainer = Trainer(model, loss_fn, rollouts, config, world=world, tokens_in=rollout_tokens,
-                      extra_state={"settings": settings})
+                      extra_state={"settings": dataclasses.asdict(settings)}, shard=shard,
+                      activation_checkpointing=activation_checkpointing)
     rollouts.autocast = trainer.autocast
     save_settings(out, settings)
     eval_file = out / "eval.json"
     evaluation = json.loads(eval_file.read_text()) if resume and eval_file.exists() else {}
     if "before" not in evaluation:
-        evaluation = {"seed": settings["eval_seed"], "prompts_per_task": settings["eval_prompts"],
-                      "before": heldout_accuracy(model, tok, held_out, settings["max_new_tokens"])}
+        evaluation = {"seed": settings.eval_seed, "prompts_per_task": settings.eval_prompts,
+                      "before": heldout_accuracy(model, tok, held_out, settings.max_new_tokens)}
         eval_file.write_text(json.dumps(evaluation, indent=1) + "\n")
-    print(f"GRPO from {settings['init']}: {len(examples)} prompts ({','.join(tasks)}), {settings['group_size']} answers "
-          f"each, rewards from {reward_name}; beta {settings['beta']}, lr {settings['lr']:g}, {settings['max_steps']} "
-          f"steps of {settings['batch_size'] * settings['grad_accum']} answers, prompt order {settings['order']}")
-    if not resume and settings["order"] == "variance":
+    print(f"GRPO from {settings.checkpoint}: {len(examples)} prompts ({','.join(tasks)}), {settings.group_size} answers "
+          f"each, rewards from {reward_name}; beta {settings.beta}, lr {settings.lr:g}, {settings.max_steps} "
+          f"steps of {settings.batch_size * settings.grad_accum} answers, prompt order {settings.order}")
+    if not resume and settings.order == "variance":
         rollouts.rank_prompts()
     trainer.fit()
     if (out / METRICS).read_text().strip():
         plot_grpo_metrics(out / METRICS, out / "grpo.png")
-    if trainer.step == settings["max_steps"]:
-        if settings["lora"]:
+    if trainer.step == settings.max_steps:
+        if settings.lora:
             merge_lora(model)
         save_pretrained(model, out / "model")
         tok.save_pretrained(out / "model")
-        evaluation["after"] = heldout_accuracy(model, tok, held_out, settings["max_new_tokens"])
+        evaluation["after"] = heldout_accuracy(model, tok, held_out, settings.max_new_tokens)
         eval_file.write_text(json.dumps(evaluation, indent=1) + "\n")
         print("checker accuracy on held-out test prompts, before -> after GRPO:")
         for task in evaluation["after"]:

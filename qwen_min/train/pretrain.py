@@ -3,7 +3,7 @@
     qwen-min pretrain --out runs/tiny                         # the default CPU recipe: ~10 minutes on 2 cores
     qwen-min pretrain --out runs/tiny --resume                # continue from runs/tiny/checkpoint.pt
     torchrun --nproc_per_node=2 -m qwen_min pretrain --out runs/ddp           # data parallel, same losses
-    torchrun --nproc_per_node=8 -m qwen_min pretrain --config gpu-0.5B --data my_corpora --out runs/05b
+    torchrun --nproc_per_node=8 -m qwen_min pretrain --recipe gpu-0.5B --data my_corpora --out runs/05b
 
 A run folder holds metrics.jsonl (one JSON object per step), loss.png, checkpoint.pt, run.json (the
 settings), tokenizer/ and data/ (token shards), and at the end model/ (config.json, model.safetensors,
@@ -22,44 +22,68 @@ Design choices
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from qwen_min import paths
 from qwen_min.checkpoints.hf import save_pretrained
-from qwen_min.config import QwenConfig
+from qwen_min.config import CONFIGS, QwenConfig
 from qwen_min.generation import generate
 from qwen_min.model.qwen import Qwen
 from qwen_min.paths import official_tokenizer_dir
 from qwen_min.tokenizer.bpe import Tokenizer
-from qwen_min.tokenizer.train import train_bpe
+from qwen_min.tokenizer.bpe_training import train_bpe
 from qwen_min.train.data import EOT, MixtureBatches, build_shards, eval_batches, read_documents, split_documents
 from qwen_min.train.flops import flops_per_token, measure_matmul_peak
-from qwen_min.train.settings import require_positive, save_settings, train_config
+from qwen_min.train.settings import LoopSettings, loop_default, require_positive, save_settings, setting, train_config
 from qwen_min.train.trainer import Trainer, check_run_folder, setup_distributed
 
-# name -> settings. "bpe" trains a tokenizer of vocab_size tokens on the training documents.
+MIX = "shakespeare=0.5,chinese-poetry=0.2,python-stdlib=0.3"
+
+
+@dataclass
+class PretrainSettings(LoopSettings):
+    """Settings of `qwen-min pretrain`; the defaults are the cpu-tiny recipe's (RECIPES: the others)."""
+
+    recipe: str = setting("cpu-tiny", "the recipe the settings started from: model size and every loop setting "
+                                      "(cpu-tiny: ~10 min on 2 CPU cores)", choices=("cpu-tiny", "gpu-medium", "gpu-0.5B"))
+    size: str = setting("tiny", "model size (config.py name)", choices=tuple(CONFIGS))
+    tokenizer: str = setting("bpe", "'bpe' (train one on the training documents), 'official', or a tokenizer folder")
+    vocab_size: int | None = setting(4096, "tokens of the trained BPE tokenizer")
+    seq_len: int = setting(128, "tokens per window")
+    eval_windows: int = setting(128, "validation windows per source (fixed, evenly spread)")
+    val_fraction: float = setting(0.05, "documents held out per source")
+    data: str | None = setting(None, "folder of sources, one sub-folder each (default: data/corpora)")
+    mix: str = setting(MIX, "mixture weights, e.g. shakespeare=0.5,python-stdlib=0.5 (sources left out are unused)")
+    max_steps: int | None = loop_default("max_steps", 2000)
+    lr: float | None = loop_default("lr", 3e-3)
+    min_lr: float | None = loop_default("min_lr", 3e-4)
+    warmup_steps: int | None = loop_default("warmup_steps", 100)
+    batch_size: int = loop_default("batch_size", 16)
+    eval_every: int = loop_default("eval_every", 200)
+    save_every: int = loop_default("save_every", 200)
+
+
+# recipe -> what it changes from PretrainSettings' defaults (cpu-tiny's)
 RECIPES: dict[str, dict] = {
-    "cpu-tiny": dict(model="tiny", tokenizer="bpe", vocab_size=4096, seq_len=128, batch_size=16, grad_accum=1,
-                     lr=3e-3, min_lr=3e-4, warmup_steps=100, max_steps=2000, eval_every=200, eval_windows=128,
-                     save_every=200, mix="shakespeare=0.5,chinese-poetry=0.2,python-stdlib=0.3"),
-    "gpu-medium": dict(model="medium", tokenizer="bpe", vocab_size=16384, seq_len=1024, batch_size=32, grad_accum=1,
-                       lr=1e-3, min_lr=1e-4, warmup_steps=200, max_steps=5000, eval_every=250, eval_windows=640,
-                       save_every=500, mix="shakespeare=0.5,chinese-poetry=0.2,python-stdlib=0.3"),
-    "gpu-0.5B": dict(model="0.5B", tokenizer="official", vocab_size=None, seq_len=2048, batch_size=8, grad_accum=8,
+    "cpu-tiny": {},
+    "gpu-medium": dict(size="medium", vocab_size=16384, seq_len=1024, batch_size=32, lr=1e-3, min_lr=1e-4,
+                       warmup_steps=200, max_steps=5000, eval_every=250, eval_windows=640, save_every=500),
+    "gpu-0.5B": dict(size="0.5B", tokenizer="official", vocab_size=None, seq_len=2048, batch_size=8, grad_accum=8,
                      lr=3e-4, min_lr=3e-5, warmup_steps=500, max_steps=20000, eval_every=500, eval_windows=640,
-                     save_every=1000, mix="shakespeare=0.5,chinese-poetry=0.2,python-stdlib=0.3"),
+                     save_every=1000),
 }
 DEFAULT_RECIPE = "cpu-tiny"
-COMMON = dict(weight_decay=0.1, grad_clip=1.0, val_fraction=0.05, data=None, seed=0, precision="auto")
 
 
-def recipe_settings(name: str = DEFAULT_RECIPE) -> dict:
+def recipe_settings(name: str = DEFAULT_RECIPE) -> PretrainSettings:
     """Every setting of a named recipe (the defaults a command line starts from)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
-    return {**COMMON, **RECIPES[name], "recipe": name}
+    return dataclasses.replace(PretrainSettings(), recipe=name, **RECIPES[name])
 BPE_CHARS_PER_SOURCE = 400_000
 SAMPLE_PROMPTS = ["KING.\n", "春风", "def __init__(self"]
 
@@ -78,16 +102,16 @@ def parse_mix(text: str) -> dict[str, float]:
     return weights
 
 
-def load_tokenizer(settings: dict, out: Path, train_texts: list[str], log=print):
+def load_tokenizer(settings: PretrainSettings, out: Path, train_texts: list[str], log=print):
     """The run's tokenizer: out/tokenizer if a previous session made it, else official, a folder, or trained BPE."""
 
     saved = out / "tokenizer"
     if (saved / "tokenizer.json").exists():
         return Tokenizer.from_pretrained(saved)
-    choice = settings["tokenizer"]
+    choice = settings.tokenizer
     if choice == "bpe":
-        log(f"training a {settings['vocab_size']}-token BPE tokenizer on the training documents ...")
-        tok = train_bpe(train_texts, settings["vocab_size"], special_tokens=(EOT, "<|im_start|>", "<|im_end|>"))
+        log(f"training a {settings.vocab_size}-token BPE tokenizer on the training documents ...")
+        tok = train_bpe(train_texts, settings.vocab_size, special_tokens=(EOT, "<|im_start|>", "<|im_end|>"))
     else:
         tok = Tokenizer.from_pretrained(official_tokenizer_dir() if choice == "official" else choice)
     tok.save_pretrained(saved)
@@ -131,67 +155,69 @@ def write_samples(model, tok, out: Path, max_new_tokens: int = 60) -> str:
     return "\n".join(texts)
 
 
-def run_pretrain(settings: dict, out: str | Path, *, resume: bool = False, stop_at: int | None = None,
-                 progress: bool = True, device: str | None = None) -> Trainer:
-    """Pretrain as `settings` say (recipe_settings()' keys), writing the run folder `out`; returns the Trainer."""
+def run_pretrain(settings: PretrainSettings, out: str | Path, *, resume: bool = False, stop_at: int | None = None,
+                 progress: bool = True, device: str | None = None, shard: str | None = None,
+                 activation_checkpointing: bool = False) -> Trainer:
+    """Pretrain as `settings` say, writing the run folder `out`; returns the Trainer."""
     out = Path(out)
     check_run_folder(out, resume)
     require_positive(settings, "max_steps", "seq_len", "batch_size", "grad_accum")
-    QwenConfig.from_name(settings["model"])  # an unknown size is refused now, not after the tokenising
-    if settings["eval_windows"] < settings["batch_size"]:
-        raise ValueError(f"--eval-windows {settings['eval_windows']} is fewer than one batch of --batch-size "
-                         f"{settings['batch_size']}: raise it or lower the batch size")
-    weights = parse_mix(settings["mix"])
-    data_dir = Path(settings["data"]) if settings["data"] else paths.data_dir("corpora")
+    QwenConfig.from_name(settings.size)  # an unknown size is refused now, not after the tokenising
+    if settings.eval_windows < settings.batch_size:
+        raise ValueError(f"--eval-windows {settings.eval_windows} is fewer than one batch of --batch-size "
+                         f"{settings.batch_size}: raise it or lower the batch size")
+    weights = parse_mix(settings.mix)
+    data_dir = Path(settings.data) if settings.data else paths.data_dir("corpora")
     sources = {name: read_documents(data_dir / name) for name in weights}
-    if not resume and settings["tokenizer"] not in ("bpe", "official") and not Path(settings["tokenizer"]).exists():
-        raise FileNotFoundError(f"--tokenizer {settings['tokenizer']}: no such folder or file ('bpe' trains one, "
+    if not resume and settings.tokenizer not in ("bpe", "official") and not Path(settings.tokenizer).exists():
+        raise FileNotFoundError(f"--tokenizer {settings.tokenizer}: no such folder or file ('bpe' trains one, "
                                 "'official' is Qwen's)")
     world = setup_distributed(device)
     log = print if world.is_main else (lambda *a, **k: None)
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder behind
 
-    split = lambda docs: split_documents(docs, settings["val_fraction"], settings["seed"])  # noqa: E731
+    split = lambda docs: split_documents(docs, settings.val_fraction, settings.seed)  # noqa: E731
     if world.is_main:  # rank 0 makes the tokenizer and the shards, the others wait, then find them made
         tok = load_tokenizer(settings, out, bpe_sample([split(docs)[0] for docs in sources.values()]), log)
-        shards = build_shards(sources, tok, out / "data", settings["val_fraction"], settings["seed"], log)
+        shards = build_shards(sources, tok, out / "data", settings.val_fraction, settings.seed, log)
         save_settings(out, settings)
     if world.world_size > 1:
         torch.distributed.barrier()
     if not world.is_main:
         tok = load_tokenizer(settings, out, [], log)
-        shards = build_shards(sources, tok, out / "data", settings["val_fraction"], settings["seed"], log)
+        shards = build_shards(sources, tok, out / "data", settings.val_fraction, settings.seed, log)
 
     # the official tokenizer keeps Qwen's 151,936 rows (151,665 ids padded); a trained one gets one row per id,
     # so sampling can never pick a row without a token
-    vocab = {} if settings["tokenizer"] == "official" else {"vocab_size": tok.vocab_size}
-    cfg = QwenConfig.from_name(settings["model"], **vocab)
-    torch.manual_seed(settings["seed"])
+    vocab = {} if settings.tokenizer == "official" else {"vocab_size": tok.vocab_size}
+    cfg = QwenConfig.from_name(settings.size, **vocab)
+    torch.manual_seed(settings.seed)
 
     model = Qwen(cfg)
-    train = MixtureBatches({n: s["train"] for n, s in shards.items()}, weights, settings["seq_len"],
-                           settings["batch_size"], settings["grad_accum"], world.rank, world.world_size, settings["seed"])
-    evals = {n: eval_batches(s["val"], settings["seq_len"], settings["batch_size"], settings["eval_windows"])
+    train = MixtureBatches({n: s["train"] for n, s in shards.items()}, weights, settings.seq_len,
+                           settings.batch_size, settings.grad_accum, world.rank, world.world_size, settings.seed)
+    evals = {n: eval_batches(s["val"], settings.seq_len, settings.batch_size, settings.eval_windows)
              for n, s in shards.items() if weights[n] > 0}
     peak = measure_matmul_peak(world.device)
     config = train_config(settings, out, resume=resume, stop_at=stop_at, progress=progress,
-                          flops_per_token=flops_per_token(cfg, settings["seq_len"]), peak_flops=peak)
-    global_batch = settings["batch_size"] * settings["grad_accum"] * world.world_size
-    log(f"model {settings['model']}: {model.num_parameters():,} parameters, vocab {cfg.vocab_size}; "
-        f"{world.world_size} process(es) on {world.device}; global batch {global_batch} x {settings['seq_len']} tokens; "
+                          flops_per_token=flops_per_token(cfg, settings.seq_len), peak_flops=peak)
+    global_batch = settings.batch_size * settings.grad_accum * world.world_size
+    log(f"model {settings.size}: {model.num_parameters():,} parameters, vocab {cfg.vocab_size}; "
+        f"{world.world_size} process(es) on {world.device}; global batch {global_batch} x {settings.seq_len} tokens; "
         f"matmul peak {peak / 1e9:,.0f} GFLOP/s per device")
-    trainer = Trainer(model, lm_loss, train, config, evals, world)
+    trainer = Trainer(model, lm_loss, train, config, evals, world, shard=shard,
+                      activation_checkpointing=activation_checkpointing)
     records = trainer.fit()
     if world.is_main and records:
         last = records[-1]
         log(f"step {last['step']}: loss {last['loss']:.3f}, validation loss {last['val_loss']:.3f} "
             f"(perplexity {last['val_ppl']:.1f}), {last['tokens_per_s']:,.0f} tokens/s")
-        if trainer.step == settings["max_steps"]:
+        if trainer.step == settings.max_steps:
             save_pretrained(model, out / "model")
             tok.save_pretrained(out / "model")
             log(write_samples(model, tok, out))
         log(f"wrote {out}/metrics.jsonl, loss.png, checkpoint.pt" +
-            (", model/, samples.txt" if trainer.step == settings["max_steps"] else ""))
+            (", model/, samples.txt" if trainer.step == settings.max_steps else ""))
     if world.world_size > 1:
         torch.distributed.destroy_process_group()
     return trainer

@@ -39,13 +39,15 @@ Design choices
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from qwen_min.checkpoints.fetch import default_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained, save_pretrained
+from qwen_min.checkpoints.load import CHECKPOINT_HELP, checkpoint_path
 from qwen_min.config import QwenConfig
 from qwen_min.model.qwen import IGNORE_INDEX, Qwen
 from qwen_min.paths import official_tokenizer_dir
@@ -53,30 +55,37 @@ from qwen_min.tasks.checkable import GENERATED, Example, evaluate, handwritten, 
 from qwen_min.tokenizer.bpe import Tokenizer
 from qwen_min.train.batches import ShuffledStream, pad_batch
 from qwen_min.train.lora import apply_lora, lora_parameters, merge_lora
-from qwen_min.train.settings import require, require_positive, save_settings, train_config
+from qwen_min.train.settings import LoopSettings, loop_default, require, require_positive, save_settings, setting, train_config
 from qwen_min.train.trainer import Trainer, check_run_folder, setup_distributed
 
-# Settings of `qwen-min sft` (train/settings.py: defaults, then run.json on --resume, then the flags given).
-DEFAULTS = dict(
-    init=None,  # checkpoint to fine-tune: a folder, a .gguf, or "default"
-    config=None,  # or a named size, randomly initialised (tests, experiments)
-    tokenizer=None,  # default: the --init folder's tokenizer.json, the .gguf itself, else data/qwen2.5
-    tasks=",".join(GENERATED),  # generated tasks to train on
-    n_train=2000,  # training examples per task
-    n_test=50,  # held-out test prompts per task for the accuracy evaluation
-    handwritten_repeat=10,  # copies of the handwritten conversations in the training set
-    data=[],  # extra JSONL files of conversations
-    lora=False, lora_rank=8, lora_alpha=16.0,
-    max_steps=300, batch_size=16, grad_accum=1,
-    lr=None,  # 7e-6 (the Qwen2.5 report's) for full fine-tuning, 2e-4 with LoRA
-    min_lr=None,  # lr / 10, as in the report
-    warmup_steps=None,  # 5% of max_steps
-    weight_decay=0.1, grad_clip=1.0,  # the report's
-    max_len=512,  # conversations are cut to this many tokens
-    eval_every=0, save_every=100, seed=0, precision="auto",
-    max_new_tokens=32,  # reply length in the accuracy evaluation
-    evaluate=True,  # checker accuracy before and after training
-)
+
+@dataclass
+class SFTSettings(LoopSettings):
+    """Settings of `qwen-min sft` (train/settings.py: defaults, then run.json on --resume, then the flags given)."""
+
+    checkpoint: str | None = setting(None, f"the model to fine-tune: {CHECKPOINT_HELP}; or --size")
+    size: str | None = setting(None, "start from a randomly initialised model of this named size (config.py; tests, "
+                                     "experiments)")
+    tokenizer: str | None = setting(None, "tokenizer folder or .gguf (default: the checkpoint's own, else data/qwen2.5)")
+    tasks: str = setting(",".join(GENERATED), "comma-separated generated tasks to train on")
+    n_train: int = setting(2000, "training examples per task")
+    n_test: int = setting(50, "held-out test prompts per task for the accuracy evaluation")
+    handwritten_repeat: int = setting(10, "copies of the handwritten conversations in the training set")
+    data: list[str] = setting([], "extra JSONL file of conversations")
+    lora: bool = setting(False, "train LoRA adapters only; they are merged into the weights on save")
+    lora_rank: int = setting(8, "rank of the LoRA adapters")
+    lora_alpha: float = setting(16.0, "LoRA's alpha: the update is scaled by alpha / rank")
+    max_len: int = setting(512, "conversations are cut to this many tokens")
+    max_new_tokens: int = setting(32, "reply length in the accuracy evaluation")
+    evaluate: bool = setting(True, "skip the checker accuracy before and after training", negative="--no-eval")
+    max_steps: int | None = loop_default("max_steps", 300)
+    batch_size: int = loop_default("batch_size", 16)
+    warmup_steps: int | None = loop_default("warmup_steps", None)  # 5% of max_steps (resolve_defaults)
+    save_every: int = loop_default("save_every", 100)
+    # lr: None, resolved to the report's 7e-6 for full fine-tuning, 2e-4 with LoRA; weight decay 0.1, clip 1.0 (the report's)
+
+
+SHOWN = {"lr": "7e-6 (2e-4 with --lora)", "warmup_steps": "5%% of --max-steps"}  # defaults that depend on other settings
 
 
 def assistant_spans(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
@@ -164,37 +173,33 @@ def sft_loss(model, batch: dict[str, torch.Tensor]):
 
 
 # ---------------------------------------------------------------------------- a fine-tuning run
-def resolve_defaults(settings: dict) -> dict:
+def resolve_defaults(settings: SFTSettings) -> SFTSettings:
     """Fill the settings derived from others (lr, warmup) and check them; run.json records the result."""
-    if (settings["init"] is None) == (settings["config"] is None):
-        raise ValueError("pass exactly one of --init (a checkpoint to fine-tune) and --config (a random model)")
+    if (settings.checkpoint is None) == (settings.size is None):
+        raise ValueError("pass exactly one of --checkpoint (a model to fine-tune) and --size (a random model)")
     require_positive(settings, "max_steps", "batch_size", "grad_accum", "max_len")
-    settings = dict(settings)
-    if settings["lr"] is None:
-        settings["lr"] = 2e-4 if settings["lora"] else 7e-6
-    if settings["warmup_steps"] is None:
-        settings["warmup_steps"] = settings["max_steps"] // 20
-    return settings
+    lr = settings.lr if settings.lr is not None else 2e-4 if settings.lora else 7e-6
+    warmup = settings.warmup_steps if settings.warmup_steps is not None else settings.max_steps // 20
+    return dataclasses.replace(settings, lr=lr, warmup_steps=warmup)
 
 
-def tokenizer_path(settings: dict) -> Path:
-    """--tokenizer, else the --init folder's tokenizer.json or the .gguf itself, else the official files."""
-    if settings["tokenizer"]:
-        return Path(settings["tokenizer"])
-    init = settings["init"]
-    if init == "default":
-        return default_checkpoint()
-    if init and (Path(init).suffix == ".gguf" or (Path(init) / "tokenizer.json").exists()):
-        return Path(init)
+def tokenizer_path(settings: SFTSettings) -> Path:
+    """--tokenizer, else the checkpoint's own (tokenizer.json beside it, or the .gguf itself), else the official files."""
+    if settings.tokenizer:
+        return Path(settings.tokenizer)
+    if settings.checkpoint:
+        path = checkpoint_path(settings.checkpoint)
+        if path.suffix == ".gguf" or (path / "tokenizer.json").exists():
+            return path
     return official_tokenizer_dir()
 
 
-def load_model(settings: dict, vocab_size: int):
+def load_model(settings: SFTSettings, vocab_size: int):
     """The model to fine-tune: a random one of a named size, or a checkpoint whose vocabulary covers the tokenizer."""
-    if settings["config"]:
-        torch.manual_seed(settings["seed"])
-        return Qwen(QwenConfig.from_name(settings["config"], vocab_size=vocab_size))
-    path = default_checkpoint() if settings["init"] == "default" else settings["init"]
+    if settings.size:
+        torch.manual_seed(settings.seed)
+        return Qwen(QwenConfig.from_name(settings.size, vocab_size=vocab_size))
+    path = checkpoint_path(settings.checkpoint)
     model = from_pretrained(path)
     if model.config.vocab_size < vocab_size:
         raise ValueError(f"{path}: the model has {model.config.vocab_size} token embeddings, fewer than the tokenizer's "
@@ -206,53 +211,55 @@ def _print_accuracy(title: str, accuracy: dict) -> None:
     print(title + "  " + "  ".join(f"{task} {100 * acc:.0f}%" for task, acc in accuracy.items()))
 
 
-def run_sft(settings: dict, out: str | Path, *, resume: bool = False, stop_at: int | None = None,
-            progress: bool = True, device: str | None = None) -> Trainer:
-    """Fine-tune as `settings` say (DEFAULTS' keys), writing the run folder `out`; returns the Trainer."""
+def run_sft(settings: SFTSettings, out: str | Path, *, resume: bool = False, stop_at: int | None = None,
+            progress: bool = True, device: str | None = None, shard: str | None = None,
+            activation_checkpointing: bool = False) -> Trainer:
+    """Fine-tune as `settings` say, writing the run folder `out`; returns the Trainer."""
     out = Path(out)
     check_run_folder(out, resume)
     settings = resolve_defaults(settings)
     require(settings, "tasks")
-    tasks = [t.strip() for t in settings["tasks"].split(",") if t.strip()]
+    tasks = [t.strip() for t in settings.tasks.split(",") if t.strip()]
     tokenizer = Tokenizer.from_pretrained(tokenizer_path(settings))
     world = setup_distributed(device)
-    seed, max_len = settings["seed"], settings["max_len"]
-    train = make_examples(tasks, "train", settings["n_train"], seed=seed) if tasks else []
-    train += handwritten() * settings["handwritten_repeat"]
-    for path in settings["data"]:
+    seed, max_len = settings.seed, settings.max_len
+    train = make_examples(tasks, "train", settings.n_train, seed=seed) if tasks else []
+    train += handwritten() * settings.handwritten_repeat
+    for path in settings.data:
         train += read_examples(path)
-    test = make_examples(tasks, "test", settings["n_test"], seed=seed) if tasks else []
-    batches = SFTBatches(tokenizer, train, settings["batch_size"], max_len, seed, world.rank, world.world_size)
-    eval_sets = {"test": SFTBatches(tokenizer, test, settings["batch_size"], max_len).fixed_batches()} if test else {}
+    test = make_examples(tasks, "test", settings.n_test, seed=seed) if tasks else []
+    batches = SFTBatches(tokenizer, train, settings.batch_size, max_len, seed, world.rank, world.world_size)
+    eval_sets = {"test": SFTBatches(tokenizer, test, settings.batch_size, max_len).fixed_batches()} if test else {}
     model = load_model(settings, tokenizer.vocab_size).to(world.device)
-    if settings["lora"]:
-        apply_lora(model, settings["lora_rank"], settings["lora_alpha"])
-        print(f"LoRA rank {settings['lora_rank']}: {lora_parameters(model):,} trainable parameters "
+    if settings.lora:
+        apply_lora(model, settings.lora_rank, settings.lora_alpha)
+        print(f"LoRA rank {settings.lora_rank}: {lora_parameters(model):,} trainable parameters "
               f"of {model.num_parameters():,}")
     config = train_config(settings, out, resume=resume, stop_at=stop_at, progress=progress)
     print(f"{len(train):,} training conversations ({batches.truncated} cut to {max_len} tokens), "
-          f"{len(test):,} test prompts; lr {config.lr:g} -> {config.min_lr or config.lr / 10:g}")
+          f"{len(test):,} test prompts; lr {config.lr:g} -> {config.min_lr:g}")
     report_path = out / "eval.json"
     report = json.loads(report_path.read_text()) if resume and report_path.exists() else {"seed": seed}
-    evaluate_now = test and settings["evaluate"] and world.is_main
+    evaluate_now = test and settings.evaluate and world.is_main
     if world.is_main:
         save_settings(out, settings)
     if evaluate_now and "before" not in report:
-        report["before"] = evaluate(model, tokenizer, test, settings["max_new_tokens"])["accuracy"]
+        report["before"] = evaluate(model, tokenizer, test, settings.max_new_tokens)["accuracy"]
         _print_accuracy("accuracy before SFT:", report["before"])
         report_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    trainer = Trainer(model, sft_loss, batches, config, eval_sets=eval_sets, world=world)
+    trainer = Trainer(model, sft_loss, batches, config, eval_sets=eval_sets, world=world, shard=shard,
+                      activation_checkpointing=activation_checkpointing)
     trainer.fit()
-    if trainer.step < settings["max_steps"] or not world.is_main:
+    if trainer.step < settings.max_steps or not world.is_main:
         return trainer
-    if settings["lora"]:
+    if settings.lora:
         merge_lora(model)
     folder = out / "model"
     save_pretrained(model, folder)
     tokenizer.save_pretrained(folder)
     print(f"fine-tuned model -> {folder}")
     if evaluate_now:
-        result = evaluate(model, tokenizer, test, settings["max_new_tokens"])
+        result = evaluate(model, tokenizer, test, settings.max_new_tokens)
         report["after"] = result["accuracy"]
         report["samples"] = [{"task": ex.task, "prompt": ex.messages[0]["content"], "reply": reply, "right": right}
                              for ex, reply, right in result["replies"]]

@@ -28,6 +28,17 @@ Design choices
   own micro-batches and DDP averages gradients (gloo on CPU, NCCL on CUDA); all but the last micro-batch
   of a step skip the all-reduce (`no_sync`). Logged losses are averaged over processes, so they match a
   single process with the same global batch (tested within 1e-5). Only rank 0 writes files.
+- Sharded data parallel (`shard="fsdp"`, shard.py): each decoder layer and the root are wrapped with
+  fully_shard, so every process holds 1/world of the weights, gradients and AdamW state; micro-batches
+  before the last skip the reduce-scatter (`set_requires_gradient_sync`). Its checkpoints are folders
+  written by every rank at once (dcp.py, `checkpoint.dcp/`) that load on any world size. Under fsdp the
+  Trainer makes a process group of one when torchrun did not start it, and after `fit` the model is a
+  plain module again (full weights on rank 0), so callers save and sample it as before.
+- The checkpoint format follows the mode: checkpoint.pt (none, ddp) or checkpoint.dcp/ (fsdp). A run may
+  resume in another mode or on another world size: the sharded folder loads into any of them, and
+  checkpoint.pt loads into fsdp as full tensors. Once the new checkpoint is in place the other format's,
+  older, is deleted, so a resume never picks a stale one. Changing the world size must keep the global
+  batch (rows per optimizer step), or the losses would not continue the same run: refused otherwise.
 - Precision: bf16 autocast on CUDA (weights, gradients and optimizer state stay fp32), fp32 on CPU.
 - Checkpoints hold model, optimizer, scheduler, data position, step and every process's RNG states; they
   are written to a temporary file, fsync'ed, then renamed over the old one (`os.replace` is atomic), so
@@ -45,6 +56,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +68,8 @@ import torch.distributed as dist
 from torch import nn
 
 from qwen_min.progress import progress_bar
+from qwen_min.train import dcp
+from qwen_min.train import shard as sharding
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -86,6 +100,10 @@ class TrainConfig:
     flops_per_token: float | None = None  # training FLOPs per token, for MFU (flops.flops_per_token)
     peak_flops: float | None = None  # FLOP/s of one device, for MFU (flops.measure_matmul_peak)
     progress: bool = True  # tqdm bar (rank 0)
+
+    def __post_init__(self):
+        if self.min_lr is None:  # the one place of this rule
+            self.min_lr = self.lr / 10
 
 
 def lr_schedule(step: int, *, lr: float, warmup_steps: int, max_steps: int, min_lr: float) -> float:
@@ -158,11 +176,12 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
 
 def check_run_folder(out: str | os.PathLike, resume: bool) -> None:
     """The one check before a run starts: a new run never overwrites a checkpoint; --resume needs one."""
-    checkpoint = Path(out) / CHECKPOINT
-    if resume and not checkpoint.is_file():
+    checkpoint, sharded = Path(out) / CHECKPOINT, Path(out) / dcp.SHARDED
+    if resume and not checkpoint.is_file() and not dcp.exists(sharded):
         raise FileNotFoundError(f"{checkpoint}: no checkpoint to resume from")
-    if not resume and checkpoint.exists():
-        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue it, or use another --out")
+    for path in (checkpoint, sharded):
+        if not resume and (path.exists() or dcp.exists(path)):
+            raise FileExistsError(f"{path} exists: pass --resume to continue it, or use another --out")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -202,6 +221,27 @@ def default_tokens_in(batch) -> int:
     return sum(v.numel() for k, v in batch.items() if k.endswith("input_ids") and isinstance(v, torch.Tensor))
 
 
+def rows_per_batch(source) -> int | None:
+    """Rows of one micro-batch of a batch source, when it says (its `batch_size`)."""
+    return getattr(source, "batch_size", None)
+
+
+def check_global_batch(saved: dict, rows: int | None, grad_accum: int, world_size: int) -> None:
+    """Resuming on another world size keeps the global batch (rows per optimizer step), else the run changes."""
+    before, world_before = saved.get("global_batch"), saved.get("world_size")
+    if before is None or rows is None or world_before in (None, world_size):
+        return
+    per_process = grad_accum * world_size
+    if before % per_process:
+        raise ValueError(f"the checkpoint's global batch of {before} rows per step (written by {world_before} "
+                         f"process(es)) is not divisible by {world_size} processes x --grad-accum {grad_accum}: "
+                         "choose a world size that divides it")
+    if rows * per_process != before:
+        raise ValueError(f"{world_size} process(es) x --batch-size {rows} x --grad-accum {grad_accum} = "
+                         f"{rows * per_process} rows per step, the checkpoint's run has {before}: resume with "
+                         f"--batch-size {before // per_process} to continue it")
+
+
 def to_device(batch, device: torch.device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -215,23 +255,33 @@ class Trainer:
 
     def __init__(self, model: nn.Module, loss_fn: Callable, train_batches, config: TrainConfig,
                  eval_sets: dict[str, list] | None = None, world: Dist | None = None,
-                 tokens_in: Callable[[Any], int] = default_tokens_in, extra_state: dict | None = None):
+                 tokens_in: Callable[[Any], int] = default_tokens_in, extra_state: dict | None = None,
+                 shard: str | None = None, activation_checkpointing: bool = False):
         self.config, self.loss_fn, self.train_batches = config, loss_fn, train_batches
         self.eval_sets, self.tokens_in = eval_sets or {}, tokens_in
         self.world = world or Dist(device=next(model.parameters()).device)
         self.extra_state = extra_state or {}  # saved in the checkpoint as is (e.g. the command's settings)
         self.out = Path(config.out)
         self.model = model.to(self.world.device)
+        self.shard = sharding.resolve_shard(shard, self.world.world_size)
+        bf16 = config.precision == "bf16" or (config.precision == "auto" and self.world.device.type == "cuda")
+        self.own_group = False  # True when this Trainer made the (one-process) group fully_shard needs
+        if self.shard == "fsdp":
+            self.own_group = sharding.ensure_process_group(self.world.device)
+            sharding.shard_model(self.model, self.world.device, activation_checkpointing=activation_checkpointing,
+                                 mixed_precision=bf16 and self.world.device.type == "cuda")
+        elif activation_checkpointing:
+            sharding.checkpoint_layers(self.model)
+        self.activation_checkpointing = activation_checkpointing
         self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.world.device.index]
                                                         if self.world.device.type == "cuda" else None)
-                    if self.world.world_size > 1 else self.model)
-        min_lr = config.lr / 10 if config.min_lr is None else config.min_lr
+                    if self.world.world_size > 1 and self.shard == "ddp" else self.model)
+        min_lr = config.min_lr
         self.optimizer = torch.optim.AdamW(decay_groups(self.model, config.weight_decay), lr=config.lr,
                                            betas=config.betas, fused=self.world.device.type == "cuda")
         schedule = functools.partial(lr_schedule, lr=1.0, warmup_steps=config.warmup_steps,
                                      max_steps=config.max_steps, min_lr=min_lr / config.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        bf16 = config.precision == "bf16" or (config.precision == "auto" and self.world.device.type == "cuda")
         self.autocast = functools.partial(torch.autocast, self.world.device.type, dtype=torch.bfloat16, enabled=bf16)
         self.step = 0  # optimizer steps done
         self.saved_step = None  # step of the last checkpoint written or loaded
@@ -244,13 +294,24 @@ class Trainer:
             dist.all_gather_object(rngs, rng_state())
         else:
             rngs = [rng_state()]
-        return {"step": self.step, "tokens": self.tokens, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "data": self.train_batches.state_dict(), "rng": rngs, "extra": self.extra_state}
+        state = {"step": self.step, "tokens": self.tokens, "scheduler": self.scheduler.state_dict(),
+                 "data": self.train_batches.state_dict(), "rng": rngs, "extra": self.extra_state,
+                 "world_size": self.world.world_size, "global_batch": self.global_batch()}
+        if self.shard != "fsdp":  # sharded: model and optimizer go to the DCP folder, rank by rank
+            state |= {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return state
+
+    def global_batch(self) -> int | None:
+        rows = rows_per_batch(self.train_batches)
+        return None if rows is None else rows * self.config.grad_accum * self.world.world_size
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        check_global_batch(state, rows_per_batch(self.train_batches), self.config.grad_accum, self.world.world_size)
+        if "model" in state and self.shard == "fsdp":  # a checkpoint.pt: full tensors into the shards
+            sharding.load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+        elif "model" in state:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.train_batches.load_state_dict(state["data"])
         self.step, self.tokens = state["step"], state["tokens"]
@@ -259,10 +320,26 @@ class Trainer:
             set_rng_state(state["rng"][self.world.rank])
 
     def save(self) -> None:
-        state = self.state_dict()  # collective under DDP: every rank takes part
-        if self.world.is_main:
-            save_checkpoint(state, self.out / CHECKPOINT)
+        state = self.state_dict()  # collective under DDP and FSDP: every rank takes part
+        if self.shard == "fsdp":
+            dcp.save_sharded(self.out / dcp.SHARDED, self.model, self.optimizer, state, self.world.rank)
+            stale = self.out / CHECKPOINT
+        else:
+            if self.world.is_main:
+                save_checkpoint(state, self.out / CHECKPOINT)
+            stale = self.out / dcp.SHARDED
+        if self.world.is_main and stale.exists():  # the other format's checkpoint is older now
+            stale.unlink() if stale.is_file() else shutil.rmtree(stale)
         self.saved_step = self.step
+
+    def load(self) -> None:
+        """Resume from out/checkpoint.dcp (any mode, any world size) or out/checkpoint.pt."""
+        sharded = self.out / dcp.SHARDED
+        if dcp.exists(sharded):
+            self.load_state_dict(dcp.read_trainer_state(sharded))  # refuses a changed global batch before any load
+            dcp.load_sharded(sharded, self.model, self.optimizer)
+        else:
+            self.load_state_dict(load_checkpoint(self.out / CHECKPOINT))
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
@@ -275,7 +352,9 @@ class Trainer:
             batch = to_device(self.train_batches.next_batch(), self.world.device)
             tokens += self.tokens_in(batch)
             last = micro == cfg.grad_accum - 1
-            sync = contextlib.nullcontext() if last or self.world.world_size == 1 else model.no_sync()
+            sync = contextlib.nullcontext() if last or model is self.model else model.no_sync()
+            if self.shard == "fsdp":
+                sharding.set_gradient_sync(model, last)
             with sync:
                 with self.autocast():
                     loss, metrics = self.loss_fn(model, batch)
@@ -286,7 +365,7 @@ class Trainer:
         figures = _all_mean(torch.tensor([sums[k] / cfg.grad_accum for k in names] + [tokens], dtype=torch.float64),
                             self.world)
         step_figures = dict(zip(names, figures[:-1].tolist()))
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        grad_norm = sharding.clip_grad_norm(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         for name, value in (("loss", step_figures["loss"]), ("gradient norm", grad_norm.item())):
             if not math.isfinite(value):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -319,9 +398,14 @@ class Trainer:
             if len(batches) < self.world.world_size:
                 raise ValueError(f"eval set {name!r}: {len(batches)} batches for {self.world.world_size} processes")
             sums = 0.0
-            for batch in batches[self.world.rank::self.world.world_size]:
+            mine = batches[self.world.rank::self.world.world_size]
+            # under fsdp every forward is a collective: ranks with fewer batches run one more and discard it
+            rounds = -(-len(batches) // self.world.world_size) if self.shard == "fsdp" else len(mine)
+            for i in range(rounds):
                 with self.autocast():
-                    loss, metrics = self.loss_fn(self.model, to_device(batch, self.world.device))
+                    loss, metrics = self.loss_fn(self.model, to_device(mine[min(i, len(mine) - 1)], self.world.device))
+                if i >= len(mine):
+                    continue
                 keys = ["loss", *metrics]
                 sums = sums + torch.tensor([float(loss), *map(float, metrics.values()), 1.0], dtype=torch.float64)
             if self.world.world_size > 1:
@@ -336,12 +420,22 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def fit(self) -> list[dict]:
         """Train until max_steps (or stop_at); returns this session's records (also in out/metrics.jsonl)."""
+        try:
+            records = self._fit()
+            self.release()
+        finally:
+            if self.own_group:  # the group of one made for fsdp without torchrun
+                dist.destroy_process_group()
+                self.own_group = False
+        return records
+
+    def _fit(self) -> list[dict]:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / METRICS
         check_run_folder(self.out, cfg.resume)
         if cfg.resume:
-            self.load_state_dict(load_checkpoint(self.out / CHECKPOINT))
+            self.load()
             if self.world.is_main and metrics_path.exists():  # drop figures logged after the checkpoint
                 kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= self.step]
                 metrics_path.write_text("".join(line + "\n" for line in kept))
@@ -370,6 +464,13 @@ class Trainer:
                 self.save()
         bar.close()
         return records
+
+    def release(self) -> None:
+        """After training: the model unsharded (rank 0 holds it whole), layers no longer checkpointed."""
+        if self.shard == "fsdp" and sharding.is_sharded(self.model):
+            sharding.release_model(self.model, self.world.rank, self.world.device)
+        elif self.activation_checkpointing:
+            sharding.uncheckpoint_layers(self.model)
 
 
 def _postfix(record: dict) -> str:

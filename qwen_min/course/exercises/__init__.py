@@ -24,7 +24,7 @@ Conventions for chapter modules (`ch01_tokenizer.py`, `ch02_rope.py`, ...):
   objects, so a call through any name, alias or lambda is caught and the exercise fails with
   "calls the package's own ...";
 - each module defines `PACKAGE_EQUIVALENTS = {"check_<exercise>": [answer, ...]}`: answers made of the
-  package's own function passed straight in (e.g. `lambda cfg: cfg.num_parameters()`). `tests/test_student.py`
+  package's own function passed straight in (e.g. `lambda cfg: cfg.num_parameters()`). `tests/course/test_student.py`
   reads it and asserts that every checker rejects every one of them. `{}` for a module whose exercises
   have no package counterpart (predictions).
 """

@@ -6,7 +6,7 @@
     ex.check_greedy_decode(my_decode)     # debug: my_decode(model, prompt_ids, n) -> n new ids, with a KVCache;
                                           #        ex.buggy_greedy_decode holds the planted bug
 
-References: `gguf.quants.dequantize` (the loader's own decoders, quant/gguf_blocks.py, equal it bit for bit;
+References: `gguf.quants.dequantize` (the loader's own decoders, gguf/blocks.py, equal it bit for bit;
 the student may call neither), `qwen_min.generation.process_logits` and `qwen_min.generate` (greedy, no stop token).
 """
 
@@ -18,9 +18,9 @@ import torch
 from qwen_min.config import QwenConfig
 from qwen_min.course.exercises import compare
 from qwen_min.generation import generate, process_logits
+from qwen_min.gguf.blocks import dequantize_q5_0
 from qwen_min.model.attention import KVCache
 from qwen_min.model.qwen import Qwen
-from qwen_min.quant.gguf_blocks import dequantize_q5_0
 
 
 def _as_tensor(fn):

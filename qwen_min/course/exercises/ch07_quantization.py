@@ -17,8 +17,8 @@ from qwen_min.checkpoints.fetch import default_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained
 from qwen_min.course.exercises import compare, judge_prediction, prediction
 from qwen_min.eval.perplexity import held_out_ids
+from qwen_min.gguf.blocks import quantize_q8_0
 from qwen_min.paths import official_tokenizer_dir
-from qwen_min.quant.gguf_blocks import quantize_q8_0
 from qwen_min.quant.groups import dequantize_int4, quantize_int4
 from qwen_min.tokenizer.bpe import Tokenizer
 

@@ -18,8 +18,8 @@ from qwen_min.course.exercises import compare
 from qwen_min.generation import generate
 from qwen_min.model.qwen import Qwen
 from qwen_min.tasks.checkable import Example, check_last_number, evaluate, make_examples, prompt_ids, reply_text
+from qwen_min.tokenizer.bpe_training import train_bpe
 from qwen_min.tokenizer.chat_template import render
-from qwen_min.tokenizer.train import train_bpe
 from qwen_min.train.dpo import dpo_loss
 
 
