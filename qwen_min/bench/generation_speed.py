@@ -70,8 +70,8 @@ from qwen_min.paths import official_tokenizer_dir
 from qwen_min.quant.quantize import to_format, weight_bytes
 from qwen_min.tokenizer.bpe import Tokenizer
 
-ENGINE_FORMATS = ("fp32", "bf16")  # the formats both engines run (transformers has no weight-only int kernels)
-BENCH_FORMATS = ("fp32", "bf16", "fp16", "int8", "int4")  # what --compare formats can time
+ENGINE_CHOICES = ("fp32", "bf16")  # the formats both engines run (transformers has no weight-only int kernels)
+TIMED_CHOICES = ("fp32", "bf16", "fp16", "int8", "int4")  # what --compare formats can time
 PROMPT_TEXT = ("Large language models read a prompt all at once, then write their answer one token at a time. "
                "Each new token attends to every earlier one through the key/value cache. ")
 
@@ -82,7 +82,7 @@ def add_arguments(p):
                    help="engines: qwen_min vs transformers' generate in each format (default); formats: the formats "
                         "against each other at each --batch")
     p.add_argument("--formats", help="comma list of formats, each timed (default fp32,bf16; with --compare formats "
-                                     f"choose from {', '.join(BENCH_FORMATS)})")
+                                     f"choose from {', '.join(TIMED_CHOICES)})")
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2, help="runs per engine and figure; the best counts")
@@ -362,8 +362,8 @@ def run(args):
     if args.prompt_tokens < 1 or args.new_tokens < 2 or args.repeats < 1:
         raise ValueError("--prompt-tokens >= 1, --new-tokens >= 2 and --repeats >= 1 are needed")
     checkpoint = checkpoint_path(args.checkpoint)
-    allowed = BENCH_FORMATS if args.compare == "formats" else ENGINE_FORMATS
-    formats = _csv(args.formats or ",".join(ENGINE_FORMATS), "formats")
+    allowed = TIMED_CHOICES if args.compare == "formats" else ENGINE_CHOICES
+    formats = _csv(args.formats or ",".join(ENGINE_CHOICES), "formats")
     if not formats or set(formats) - set(allowed):
         raise ValueError(f"--formats takes a comma list of {', '.join(allowed)} with --compare {args.compare}, "
                          f"got {args.formats!r}")
