@@ -218,6 +218,7 @@ def run_pretrain(settings: PretrainSettings, out: str | Path, *, resume: bool = 
             log(write_samples(model, tok, out))
         log(f"wrote {out}/metrics.jsonl, loss.png, checkpoint.pt" +
             (", model/, samples.txt" if trainer.step == settings.max_steps else ""))
-    if world.world_size > 1:
-        torch.distributed.destroy_process_group()
+    if world.world_size > 1:  # all ranks leave together: a rank that tears gloo down while rank 0 still writes
+        torch.distributed.barrier()  # model/ and samples aborted rank 0 once ("terminate called without an active
+        torch.distributed.destroy_process_group()  # exception", SIGABRT) in CI
     return trainer
