@@ -71,3 +71,21 @@ def tiny_corpora(tmp_path_factory) -> Path:
         with gzip.open(folder / name / "documents.jsonl.gz", "wt", encoding="utf-8") as f:
             f.writelines(json.dumps(d) + "\n" for d in docs)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_model(tmp_path_factory):
+    """A tiny Qwen fine-tuned for 150 steps on counting and sorting: right on some samples, wrong on others (~4 s)."""
+    folder = tmp_path_factory.mktemp("sft")
+    from qwen_min.cli import main
+    from qwen_min.tasks import checkable as tasks
+    from qwen_min.tokenizer.bpe_training import train_bpe
+    from qwen_min.tokenizer.chat_template import render
+
+    tok = train_bpe([render(ex.messages) for ex in tasks.make_examples(["count", "sort"], "train", 300)], vocab_size=300)
+    tok.save_pretrained(folder / "tokenizer")
+    assert main(["sft", "--size", "tiny", "--tokenizer", str(folder / "tokenizer"), "--out", str(folder / "run"),
+                 "--tasks", "count,sort", "--n-train", "300", "--handwritten-repeat", "0", "--batch-size", "16",
+                 "--max-steps", "150", "--lr", "3e-3", "--max-len", "96", "--save-every", "150", "--no-eval",
+                 "--no-progress", "--seed", "0"]) == 0
+    return folder / "run" / "model"

@@ -13,31 +13,16 @@ from __future__ import annotations
 import json
 import random
 
-import pytest
 import torch
 
 import qwen_min as qm
 from qwen_min.cli import main
 from qwen_min.tasks import checkable as tasks
 from qwen_min.tasks.pairs import read_pairs
-from qwen_min.tokenizer.chat_template import render
 
 TASKS = ["count", "sort"]
 SAMPLING = {"n_samples": 8, "temperature": 1.0, "top_k": None, "top_p": None, "max_new_tokens": 16, "seed": 3}
 PAIRS_PER_PROMPT = 3
-
-
-@pytest.fixture(scope="module")
-def sft_model(tmp_path_factory):
-    """A tiny Qwen fine-tuned for 150 steps on counting and sorting: right on some samples, wrong on others (~4 s)."""
-    folder = tmp_path_factory.mktemp("sft")
-    tok = qm.train_bpe([render(ex.messages) for ex in tasks.make_examples(TASKS, "train", 300)], vocab_size=300)
-    tok.save_pretrained(folder / "tokenizer")
-    assert main(["sft", "--size", "tiny", "--tokenizer", str(folder / "tokenizer"), "--out", str(folder / "run"),
-                 "--tasks", ",".join(TASKS), "--n-train", "300", "--handwritten-repeat", "0", "--batch-size", "16",
-                 "--max-steps", "150", "--lr", "3e-3", "--max-len", "96", "--save-every", "150", "--no-eval",
-                 "--no-progress", "--seed", "0"]) == 0
-    return folder / "run" / "model"
 
 
 def pairs_by_hand(model, tok, examples, n_samples, temperature, max_new_tokens, seed, pairs_per_prompt):
@@ -70,15 +55,15 @@ def pairs_by_hand(model, tok, examples, n_samples, temperature, max_new_tokens, 
     return pairs
 
 
-def test_pairs_by_hand_equal_make_pairs(sft_model, tmp_path):
+def test_pairs_by_hand_equal_make_pairs(tiny_sft_model, tmp_path):
     s = SAMPLING
-    assert main(["make-pairs", "--checkpoint", str(sft_model), "--out", str(tmp_path / "pairs.jsonl"),
+    assert main(["make-pairs", "--checkpoint", str(tiny_sft_model), "--out", str(tmp_path / "pairs.jsonl"),
                  "--tasks", ",".join(TASKS), "--prompts-per-task", "4", "--n-samples", str(s["n_samples"]),
                  "--pairs-per-prompt", str(PAIRS_PER_PROMPT), "--max-new-tokens", str(s["max_new_tokens"]),
                  "--seed", str(s["seed"]), "--no-progress"]) == 0
     package = read_pairs(tmp_path / "pairs.jsonl")
 
-    model, tok = qm.from_pretrained(sft_model), qm.Tokenizer.from_pretrained(sft_model)
+    model, tok = qm.from_pretrained(tiny_sft_model), qm.Tokenizer.from_pretrained(tiny_sft_model)
     examples = tasks.make_examples(TASKS, "dpo", 4, seed=s["seed"])  # the command's prompts: 4 per task, its seed
     hand = pairs_by_hand(model, tok, examples, s["n_samples"], s["temperature"], s["max_new_tokens"], s["seed"],
                          PAIRS_PER_PROMPT)

@@ -16,29 +16,14 @@ from __future__ import annotations
 import copy
 import random
 
-import pytest
 import torch
 
 import qwen_min as qm
 from qwen_min.cli import main
 from qwen_min.tasks import checkable as tasks
-from qwen_min.tokenizer.chat_template import render
 
 TASKS = ["count", "sort"]
 SEED, PROMPTS_PER_TASK, G, MAX_NEW, LR, BETA, EPS = 0, 2, 8, 8, 1e-3, 0.04, 0.2
-
-
-@pytest.fixture(scope="module")
-def sft_model(tmp_path_factory):
-    """A tiny Qwen fine-tuned for 150 steps on counting and sorting: right on some samples, wrong on others (~4 s)."""
-    folder = tmp_path_factory.mktemp("sft")
-    tok = qm.train_bpe([render(ex.messages) for ex in tasks.make_examples(TASKS, "train", 300)], vocab_size=300)
-    tok.save_pretrained(folder / "tokenizer")
-    assert main(["sft", "--size", "tiny", "--tokenizer", str(folder / "tokenizer"), "--out", str(folder / "run"),
-                 "--tasks", ",".join(TASKS), "--n-train", "300", "--handwritten-repeat", "0", "--batch-size", "16",
-                 "--max-steps", "150", "--lr", "3e-3", "--max-len", "96", "--save-every", "150", "--no-eval",
-                 "--no-progress", "--seed", "0"]) == 0
-    return folder / "run" / "model"
 
 
 def padded(rows, side):
@@ -102,15 +87,15 @@ def grpo_iteration_by_hand(policy, tok, examples):
     return rewards
 
 
-def test_grpo_iteration_by_hand_equals_one_package_step(sft_model, tmp_path):
-    assert main(["grpo", "--checkpoint", str(sft_model), "--out", str(tmp_path / "run"), "--tasks", ",".join(TASKS),
+def test_grpo_iteration_by_hand_equals_one_package_step(tiny_sft_model, tmp_path):
+    assert main(["grpo", "--checkpoint", str(tiny_sft_model), "--out", str(tmp_path / "run"), "--tasks", ",".join(TASKS),
                  "--n-prompts", str(PROMPTS_PER_TASK), "--group-size", str(G),
                  "--batch-size", str(len(TASKS) * PROMPTS_PER_TASK * G), "--order", "plain", "--max-steps", "1",
                  "--lr", str(LR), "--beta", str(BETA), "--epsilon", str(EPS), "--max-new-tokens", str(MAX_NEW),
                  "--eval-prompts", "1", "--eval-every", "0", "--seed", str(SEED), "--no-progress"]) == 0
     package = qm.from_pretrained(tmp_path / "run" / "model").state_dict()
 
-    policy, tok = qm.from_pretrained(sft_model), qm.Tokenizer.from_pretrained(sft_model)
+    policy, tok = qm.from_pretrained(tiny_sft_model), qm.Tokenizer.from_pretrained(tiny_sft_model)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     examples = tasks.make_examples(TASKS, "dpo", PROMPTS_PER_TASK, seed=SEED)  # the command's prompts
     rewards = grpo_iteration_by_hand(policy, tok, examples)
