@@ -2,10 +2,16 @@
 #   make walkthrough   the main job: fetch both checkpoints, run every notebook, print what each validated
 #                      (every chapter at most about 3 min on 2 cores; chapter 13 runs its shortened chain)
 #   make full-chain    chapter 13 alone with the full-size chain (about 20 min on 2 cores)
-#   make test          ruff, then pytest over the package's doctests, tests/ and the notebooks (nbval), ending with pytest's summary
+#   make test          ruff, then pytest over the package's doctests, tests/ (among them the nbgrader course: generate_assignment
+#                      and autograde of the reference, stub and bypass submissions) and the notebooks (nbval)
 #   make lab           JupyterLab on notebooks/ with qwen_min importable (LAB_DIR=student for the student edition;
 #                      as root it passes --allow-root, which JupyterLab otherwise demands)
-#   make student       the student edition: notebooks/ copied to student/ with every exercise solution replaced by a stub
+#   make student       the student edition through nbgrader's generate_assignment: every chapter released into
+#                      student/ (solutions replaced by stubs, hidden tests removed); the nbgrader course is $(COURSE)
+#   make grade SUBMISSIONS=dir
+#                      autograde with nbgrader: dir/<student>/<chapter>.ipynb (each chapter's exercise section only)
+#                      -> grades/grades.csv (student x exercise) and grades/feedback/<student>/<chapter>.html
+#   make stamp         write nbgrader's metadata into notebooks/*.ipynb after adding or changing an exercise
 #   make lock          rewrite requirements.lock from the current .venv
 
 PYTHON ?= python3
@@ -16,7 +22,7 @@ TORCH := torch==2.13.0
 # The CPU wheel of torch 2.13.0 lies on this kind of machine; elsewhere pip takes it from PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: env checkpoint checkpoints test walkthrough full-chain lab student lock
+.PHONY: env checkpoint checkpoints test walkthrough full-chain lab student grade stamp lock
 
 $(STAMP): requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing pinned dependencies ($(TORCH) first)"
@@ -57,8 +63,19 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: env
 	$(BIN)/jupyter lab $(ALLOW_ROOT) $(LAB_DIR)/
 
+# The nbgrader course folder (source/, release/, submitted/, autograded/, feedback/, gradebook.db).
+COURSE ?= build/course
+GRADES ?= grades
+
 student: env
-	$(BIN)/python -m qwen_min.course.student --out student
+	$(BIN)/python -m qwen_min.course.nbgrader_course release --course $(COURSE) --out student
+
+grade: env
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir (dir/<student>/<chapter>.ipynb)"; exit 2; }
+	$(BIN)/python -m qwen_min.course.nbgrader_course grade $(SUBMISSIONS) --course $(COURSE) --out $(GRADES)
+
+stamp: env
+	$(BIN)/python -m qwen_min.course.nbgrader_course stamp
 
 lock: env
 	{ head -2 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > requirements.lock.new

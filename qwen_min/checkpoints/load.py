@@ -5,6 +5,7 @@ notebook and evaluation goes through it.
     model, tok = qm.load("1.5B", format="int4")                # weight-only int4, bf16 activations
     model, tok = qm.load("runs/sft", format="bf16")            # a run folder of ours: its model/
     model, tok = qm.load("model.gguf", format="auto", batch=8) # the fastest lossless format here for 8 rows
+    model, tok = qm.load("results/rl/grpo")                    # LoRA adapters: their base (itself adapters), merged
 
 Design choices
 - A checkpoint is named one way everywhere (`--checkpoint` on every command): "0.5B" or "1.5B" (the official
@@ -13,6 +14,9 @@ Design choices
 - Weights are read in fp32 (or in the float format asked for) and then converted once, in place
   (`quant.quantize.to_format`): quantising from fp32 is what the quality table measures. "auto" measures which
   lossless format decodes `batch` rows fastest on this machine (quant/fastest.py) before converting.
+- A folder of LoRA adapters (adapter.json + adapter.safetensors, what `--lora` runs of dpo and grpo write)
+  is read as its base checkpoint, named in adapter.json and loaded the same way (so adapters on adapters
+  work), plus the adapters merged into the fp32 weights (train/lora.py); then the format conversion.
 - The tokenizer is the checkpoint's own (tokenizer.json in the folder, or the vocabulary inside the .gguf),
   unless `tokenizer=` names another one.
 - int4-gptq chooses its codes on calibration text: `calibration` is the ids, or a function of the tokenizer
@@ -28,11 +32,12 @@ import torch
 
 from qwen_min.checkpoints.fetch import CHECKPOINTS, default_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained
-from qwen_min.formats import FLOAT, check_format
+from qwen_min.formats import FLOAT, check_format, torch_dtype
 from qwen_min.model.qwen import Qwen
 from qwen_min.quant.fastest import fastest_format
 from qwen_min.quant.quantize import to_format
 from qwen_min.tokenizer.bpe import Tokenizer
+from qwen_min.train.lora import ADAPTER_CONFIG, load_adapters, read_adapter_config
 
 RUN_MODEL = "model"  # a run folder keeps its final weights here (train/trainer.py's callers)
 CHECKPOINT_HELP = ("0.5B or 1.5B (the official Qwen2.5-Coder-Instruct checkpoints, fetched on first use), a .gguf "
@@ -56,7 +61,8 @@ def checkpoint_path(checkpoint: str | Path | None, log=print) -> Path:
     if not path.exists():
         raise ValueError(f"no checkpoint {str(checkpoint)!r}: expected {', '.join(CHECKPOINTS)}, a .gguf file, "
                          "a Hugging Face folder or a run folder")
-    if path.is_dir() and not (path / "config.json").exists() and (path / RUN_MODEL / "config.json").exists():
+    if path.is_dir() and not (path / "config.json").exists() and not (path / ADAPTER_CONFIG).exists() and \
+            any((path / RUN_MODEL / name).exists() for name in ("config.json", ADAPTER_CONFIG)):
         return path / RUN_MODEL
     return path
 
@@ -70,10 +76,15 @@ def load(checkpoint: str | Path | None = "0.5B", format: str = "fp32", device: s
     path = checkpoint_path(checkpoint, log=log)
     if tokenizer is not None and not Path(tokenizer).exists():  # before the weights: it is the quicker to refuse
         raise FileNotFoundError(f"--tokenizer {tokenizer}: no such folder or file")
-    log(f"loading {path} ({format}) ...")
     read_as = format if format in FLOAT else "fp32"
-    model = from_pretrained(path, dtype=read_as, device=device)
-    tok = Tokenizer.from_pretrained(tokenizer or path)
+    if (path / ADAPTER_CONFIG).exists():  # LoRA adapters: merged in fp32 onto their base, then converted
+        model, tok = load(read_adapter_config(path)["base"], "fp32", device=device, tokenizer=tokenizer, log=log)
+        log(f"merging the LoRA adapters of {path} ...")
+        model = load_adapters(model, path).to(torch_dtype(read_as))
+    else:
+        log(f"loading {path} ({format}) ...")
+        model = from_pretrained(path, dtype=read_as, device=device)
+        tok = Tokenizer.from_pretrained(tokenizer or path)
     if format == "auto":
         format = fastest_format(model.config, batch=batch, device=device)
         log(f"format auto: {format} decodes {batch} row{'s' if batch != 1 else ''} fastest here")

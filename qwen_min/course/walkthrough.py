@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from qwen_min.course.exercises.predictions import FILE_VAR as PREDICTIONS_VAR
+
 TAG = "VALIDATED"
 SEP = " | "
 FILE_VAR = "QWEN_MIN_VALIDATIONS"  # path of the JSONL file the claims of this run go to
@@ -74,11 +76,13 @@ def validated(check: str, measured: str, bar: str = "") -> None:
 
 def start_notebook(name: str, path: str | os.PathLike | None = None) -> None:
     """Runner side, before a notebook's kernel starts: claims made from now on belong to `name`, and the
-    file (default: $QWEN_MIN_VALIDATIONS) records that it started."""
+    file (default: $QWEN_MIN_VALIDATIONS) records that it started. The exercises' first predictions of this run
+    go next to it (not to notebooks/.qwen_min_predictions.json, where an earlier run's would be judged)."""
     os.environ[NOTEBOOK_VAR] = name
     path = path or os.environ.get(FILE_VAR)
     if path:
         _append(path, {"notebook": name, "started": True})
+        os.environ[PREDICTIONS_VAR] = f"{path}.predictions.json"
 
 
 def read_validations(path: str | os.PathLike) -> Validations:

@@ -18,7 +18,9 @@ Design choices
 - Tasks are built for a tiny model learning in a minute on a CPU: lists are written "b, x, q" so each
   item is one token in the Qwen tokenizer (and in small trained ones), digits are one token each
   (the Qwen pre-tokenizer splits numbers into digits), and answers are short. Each task has a few
-  phrasings, so the model follows an instruction rather than one fixed string.
+  phrasings, so the model follows an instruction rather than one fixed string. Four tasks (reverse, sort,
+  count, max) also have NEW_PHRASINGS that no training, DPO or GRPO prompt uses: accuracy on them (chapter
+  11a) measures whether what RL taught carries over to wordings it never saw.
 - Checkers are lenient on form and strict on content: numbers are read as the last integer of the reply
   (word problems: the one after "The answer is"), lists and words are compared after stripping spaces,
   a final full stop and case.
@@ -148,35 +150,46 @@ def gen_word_problem(rng):
     return story.format(**values), reply, str(total)
 
 
-def gen_reverse(rng):
+PHRASINGS = {  # task -> the phrasings of its prompts: training, DPO and test prompts all use these
+    "reverse": ("Reverse this list: {}", "Write these letters in reverse order: {}", "Reverse: {}"),
+    "sort": ("Sort these numbers from smallest to largest: {}", "Sort: {}", "Put in increasing order: {}"),
+    "count": ("How many times does {t} appear in: {s}?", "Count the letter {t} in: {s}",
+              "In the list {s}, how many are {t}?"),
+    "max": ("Which is the largest: {}?", "What is the biggest number in: {}", "Find the maximum of {}."),
+}
+NEW_PHRASINGS = {  # phrasings no training prompt uses: `make_examples(..., phrasings="new")` tests generalisation
+    "reverse": ("Give the list {} backwards.", "List these in the opposite order: {}", "Flip the order of: {}"),
+    "sort": ("Arrange in ascending order: {}", "Order these from lowest to highest: {}", "Sort ascending: {}"),
+    "count": ("How often does {t} occur in {s}?", "Tally the letter {t} in: {s}", "Number of {t} in the list {s}?"),
+    "max": ("Name the greatest of {}.", "Which number is highest: {}?", "Give the largest value among {}."),
+}
+
+
+def gen_reverse(rng, phrasings=PHRASINGS["reverse"]):
     items = _letters(rng, rng.randint(3, 6))
-    prompt = rng.choice(["Reverse this list: {}", "Write these letters in reverse order: {}",
-                         "Reverse: {}"]).format(", ".join(items))
+    prompt = rng.choice(phrasings).format(", ".join(items))
     answer = ", ".join(reversed(items))
     return prompt, answer, answer
 
 
-def gen_sort(rng):
+def gen_sort(rng, phrasings=PHRASINGS["sort"]):
     items = [str(rng.randint(0, 9)) for _ in range(rng.randint(3, 6))]
-    prompt = rng.choice(["Sort these numbers from smallest to largest: {}", "Sort: {}",
-                         "Put in increasing order: {}"]).format(", ".join(items))
+    prompt = rng.choice(phrasings).format(", ".join(items))
     answer = ", ".join(sorted(items))
     return prompt, answer, answer
 
 
-def gen_count(rng):
+def gen_count(rng, phrasings=PHRASINGS["count"]):
     target = rng.choice(LETTERS[:5])
     items = [rng.choice(LETTERS[:5]) for _ in range(rng.randint(3, 8))]
-    prompt = rng.choice(["How many times does {t} appear in: {s}?", "Count the letter {t} in: {s}",
-                         "In the list {s}, how many are {t}?"]).format(t=target, s=", ".join(items))
+    prompt = rng.choice(phrasings).format(t=target, s=", ".join(items))
     answer = str(items.count(target))
     return prompt, answer, answer
 
 
-def gen_max(rng):
+def gen_max(rng, phrasings=PHRASINGS["max"]):
     items = rng.sample(range(10, 100), rng.randint(2, 4))
-    prompt = rng.choice(["Which is the largest: {}?", "What is the biggest number in: {}",
-                         "Find the maximum of {}."]).format(", ".join(map(str, items)))
+    prompt = rng.choice(phrasings).format(", ".join(map(str, items)))
     return prompt, str(max(items)), str(max(items))
 
 
@@ -224,6 +237,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("handwritten", None, check_contains, "handwritten conversations (train only): multi-turn, system prompts, tool calls"),
 ]}
 GENERATED = [name for name, task in TASKS.items() if task.generate is not None]
+PHRASING_SETS = ("train", "new")  # make_examples' phrasings: the tasks' own, or NEW_PHRASINGS (held out of training)
 
 
 # ---------------------------------------------------------------------------- splits and example sets
@@ -233,25 +247,32 @@ def split_of(prompt: str) -> str:
     return next(name for name, buckets in SPLITS.items() if bucket in buckets)
 
 
-def make_examples(task_names, split: str, n_per_task: int, seed: int = 0) -> list[Example]:
+def make_examples(task_names, split: str, n_per_task: int, seed: int = 0, phrasings: str = "train") -> list[Example]:
     """`n_per_task` examples of each task whose prompts fall in `split`, interleaved task by task.
 
-    Deterministic in (task names, split, n_per_task, seed). "dpo" and "test" prompts are distinct;
+    Deterministic in (task names, split, n_per_task, seed, phrasings). "dpo" and "test" prompts are distinct;
     a small task (en_zh has 480 prompts) raises if the split cannot hold `n_per_task` of them.
+    phrasings="new" words the prompts with NEW_PHRASINGS, which no training prompt uses (tasks that have them).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
+    if phrasings not in PHRASING_SETS:
+        raise ValueError(f"unknown phrasings {phrasings!r}; choose one of {PHRASING_SETS}")
     names = [task_names] if isinstance(task_names, str) else list(task_names)
     per_task = []
     for name in names:
         if name not in GENERATED:
             raise ValueError(f"unknown task {name!r}; generated tasks are {GENERATED}")
-        rng = random.Random(f"{seed}/{name}/{split}")
+        if phrasings == "new" and name not in NEW_PHRASINGS:
+            raise ValueError(f"task {name!r} has no new phrasings; those that do: {sorted(NEW_PHRASINGS)}")
+        draw = functools.partial(TASKS[name].generate, phrasings=NEW_PHRASINGS[name]) if phrasings == "new" \
+            else TASKS[name].generate
+        rng = random.Random(f"{seed}/{name}/{split}" + ("/new" if phrasings == "new" else ""))
         found, seen = [], set()
         for _ in range(200 * n_per_task + 1000):
             if len(found) == n_per_task:
                 break
-            prompt, reply, answer = TASKS[name].generate(rng)
+            prompt, reply, answer = draw(rng)
             if split_of(prompt) != split or (split != "train" and prompt in seen):
                 continue
             seen.add(prompt)

@@ -31,6 +31,9 @@ Design choices
   on the rejected one relative to the reference, so both can lose probability to answers in no pair;
   on the tiny models of notebook 09 that lowers accuracy, the NLL term prevents it. Default 0: plain DPO.
   The metrics then also hold `dpo_loss` (the DPO part) and `nll/chosen`.
+- `--lora` trains LoRA adapters only (train/lora.py) and writes them alone to model/ (adapter.safetensors +
+  adapter.json, a few MB for the 0.5B; `qm.load` merges them onto the base). A frozen reference is then the
+  policy with its adapters off (`AdaptersOff`), not a copy.
 - The reference log-probs are computed once before training by default (`PairBatches.attach_reference`,
   TRL's `precompute_ref_log_probs`): no second model in memory, no second forward pass per step.
   `--reference frozen` keeps a frozen copy instead (same figures, tested).
@@ -60,6 +63,7 @@ from qwen_min.model.qwen import IGNORE_INDEX, causal_lm_loss
 from qwen_min.tasks.checkable import GENERATED, heldout_accuracy, make_examples
 from qwen_min.tasks.pairs import read_pairs
 from qwen_min.train.batches import ShuffledStream, pad_batch
+from qwen_min.train.lora import DEFAULT_TARGETS, AdaptersOff, apply_lora, lora_parameters, save_adapters
 from qwen_min.train.settings import LoopSettings, loop_default, require, require_positive, save_settings, setting, train_config
 from qwen_min.train.sft import encode_chat
 from qwen_min.train.trainer import METRICS, Trainer, check_run_folder, read_metrics, setup_distributed
@@ -271,6 +275,10 @@ class DPOSettings(LoopSettings):
     eval_prompts: int = setting(50, "test prompts per task, checker evaluation")
     eval_seed: int = setting(1, "seed of the test prompts")
     max_new_tokens: int = setting(32, "reply length in the checker evaluation")
+    lora: bool = setting(False, "train LoRA adapters only (model/ then holds the adapters, qm.load merges them)")
+    lora_rank: int = setting(8, "rank of the LoRA adapters")
+    lora_alpha: float = setting(16.0, "LoRA's alpha: the update is scaled by alpha / rank")
+    lora_targets: str = setting(",".join(DEFAULT_TARGETS), "comma-separated names of the Linear layers LoRA adapts")
     lr: float | None = loop_default("lr", 5e-5)
     weight_decay: float = loop_default("weight_decay", 0.0)
     eval_every: int = loop_default("eval_every", 10)
@@ -323,6 +331,9 @@ def run_dpo(settings: DPOSettings, out: str | Path, *, resume: bool = False, sto
     world = setup_distributed(device)
     log = print if world.is_main else (lambda *a, **k: None)
     model, tok = load(settings.checkpoint, "fp32", device=world.device, log=log)  # the run folder is made after these checks
+    if settings.lora:
+        apply_lora(model, settings.lora_rank, settings.lora_alpha, settings.lora_targets.split(","), seed=settings.seed)
+        log(f"LoRA rank {settings.lora_rank}: {lora_parameters(model):,} trainable parameters")
     batch_args = dict(batch_size=settings.batch_size, max_len=settings.max_len, seed=settings.seed)
     train, val = PairBatches(tok, train_pairs, **batch_args), PairBatches(tok, val_pairs, **batch_args)
     pairs_per_step = settings.batch_size * settings.grad_accum * world.world_size
@@ -341,7 +352,7 @@ def run_dpo(settings: DPOSettings, out: str | Path, *, resume: bool = False, sto
                           progress=progress)
     reference = None
     if settings.reference == "frozen":
-        reference = copy.deepcopy(model).eval().requires_grad_(False)
+        reference = AdaptersOff(model) if settings.lora else copy.deepcopy(model).eval().requires_grad_(False)
     loss_fn = functools.partial(dpo_batch_loss, beta=settings.beta, reference=reference, nll_weight=settings.nll_weight)
     trainer = Trainer(model, loss_fn, train, config, {"pairs": val.fixed_batches()}, world,
                       extra_state={"settings": dataclasses.asdict(settings)}, shard=shard,
@@ -361,8 +372,11 @@ def run_dpo(settings: DPOSettings, out: str | Path, *, resume: bool = False, sto
         log(f"step {last['step']}: loss {last['loss']:.4f}; held-out pairs: loss {last['val_loss']:.4f}, "
             f"margin {last['val_rewards/margins']:.3f}, accuracy {last['val_rewards/accuracies']:.3f}")
     if trainer.step == max_steps:
-        save_pretrained(model, out / "model")
-        tok.save_pretrained(out / "model")
+        if settings.lora:
+            save_adapters(model, out / "model", settings.checkpoint)
+        else:
+            save_pretrained(model, out / "model")
+            tok.save_pretrained(out / "model")
         evaluation["after"] = checker_accuracy(model, tok, settings, train_pairs)
         eval_file.write_text(json.dumps(evaluation, indent=1) + "\n")
         if evaluation["after"] is not None:

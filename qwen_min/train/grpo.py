@@ -40,8 +40,8 @@ Design choices
   in the record of step s is that of the policy that made step s's rollouts, after s - 1 updates
   (`heldout_after_steps` says so in the record); the accuracy before and after the run is in eval.json.
 - The reference is a frozen copy of the starting model (skipped when beta = 0). With `lora` only the adapters of the
-  policy train (merged into the weights on save: the real 0.5B recipe), and the reference is the policy itself with
-  its adapters switched off (`AdaptersOff`): the frozen base weights, exactly, without a second copy of the model.
+  policy train (saved alone: model/ holds adapter.safetensors + adapter.json, train/lora.py), and the reference is the
+  policy itself with its adapters switched off (`AdaptersOff`): the frozen base weights, exactly, without a second copy.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from qwen_min.checkpoints.reward import load_reward_model
 from qwen_min.generation import generate
 from qwen_min.progress import progress_bar
 from qwen_min.tasks.checkable import GENERATED, TASKS, Example, heldout_accuracy, make_examples, prompt_ids, reply_text
-from qwen_min.train.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
+from qwen_min.train.lora import DEFAULT_TARGETS, AdaptersOff, apply_lora, lora_parameters, save_adapters
 from qwen_min.train.settings import LoopSettings, loop_default, require, require_positive, save_settings, setting, train_config
 from qwen_min.train.trainer import METRICS, Trainer, check_run_folder, read_metrics, setup_distributed
 
@@ -203,27 +203,6 @@ def order_by_variance(variances: list[float], tie_break: list[int]) -> list[int]
     """
     rank = {i: k for k, i in enumerate(tie_break)}
     return sorted(range(len(variances)), key=lambda i: (-variances[i], rank[i]))
-
-
-class AdaptersOff:
-    """The reference policy of a LoRA policy: the same model, run with every LoRA update scaled by 0 (no copy)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def parameters(self):
-        return self.model.parameters()
-
-    def __call__(self, *args, **kwargs):
-        layers = [m for m in self.model.modules() if isinstance(m, LoRALinear)]
-        scalings = [m.scaling for m in layers]
-        for m in layers:
-            m.scaling = 0.0
-        try:
-            return self.model(*args, **kwargs)
-        finally:
-            for m, scaling in zip(layers, scalings):
-                m.scaling = scaling
 
 
 # ---------------------------------------------------------------------------- rollouts: the batch source
@@ -422,9 +401,10 @@ class GRPOSettings(LoopSettings):
     iterations: int = setting(1, "optimizer steps per batch of answers, mu")
     eval_prompts: int = setting(50, "held-out test prompts per task")
     eval_seed: int = setting(1, "seed of the held-out prompts")
-    lora: bool = setting(False, "train LoRA adapters only (merged on save)")
+    lora: bool = setting(False, "train LoRA adapters only (model/ then holds the adapters, qm.load merges them)")
     lora_rank: int = setting(8, "rank of the LoRA adapters")
     lora_alpha: float = setting(16.0, "LoRA's alpha: the update is scaled by alpha / rank")
+    lora_targets: str = setting(",".join(DEFAULT_TARGETS), "comma-separated names of the Linear layers LoRA adapts")
     max_steps: int | None = loop_default("max_steps", 100)
     lr: float | None = loop_default("lr", 1e-6)
     batch_size: int = loop_default("batch_size", 32)
@@ -475,7 +455,7 @@ def run_grpo(settings: GRPOSettings, out: str | Path, *, resume: bool = False, s
         reward_model = load_reward_model(settings.reward_model, device=world.device)
         reward_fn, reward_name = ModelReward(reward_model, tok), f"the reward model {settings.reward_model}"
     if settings.lora:
-        apply_lora(model, settings.lora_rank, settings.lora_alpha)
+        apply_lora(model, settings.lora_rank, settings.lora_alpha, settings.lora_targets.split(","), seed=settings.seed)
         print(f"LoRA rank {settings.lora_rank}: {lora_parameters(model):,} trainable parameters")
         reference = AdaptersOff(model) if settings.beta else None
     else:
@@ -511,9 +491,10 @@ def run_grpo(settings: GRPOSettings, out: str | Path, *, resume: bool = False, s
         plot_grpo_metrics(out / METRICS, out / "grpo.png")
     if trainer.step == settings.max_steps:
         if settings.lora:
-            merge_lora(model)
-        save_pretrained(model, out / "model")
-        tok.save_pretrained(out / "model")
+            save_adapters(model, out / "model", settings.checkpoint)
+        else:
+            save_pretrained(model, out / "model")
+            tok.save_pretrained(out / "model")
         evaluation["after"] = heldout_accuracy(model, tok, held_out, settings.max_new_tokens)
         eval_file.write_text(json.dumps(evaluation, indent=1) + "\n")
         print("checker accuracy on held-out test prompts, before -> after GRPO:")

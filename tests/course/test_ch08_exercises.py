@@ -5,10 +5,8 @@ import torch
 
 from qwen_min.course.exercises import ExerciseFailed
 from qwen_min.course.exercises.ch08_pretraining import (
-    check_first_adamw_step,
     check_fixed_train,
     check_token_weighted_accumulation,
-    measured_first_adamw_step,
 )
 
 
@@ -29,16 +27,6 @@ def test_token_weighted_accumulation_checker():
     check_token_weighted_accumulation(_weighted)
     with pytest.raises(ExerciseFailed, match="token_weighted_accumulation: wrong"):
         check_token_weighted_accumulation(_equal_weights)
-
-
-def test_first_adamw_step_is_lr_whatever_the_loss_scale():
-    for scale in (1.0, 1000.0):
-        assert measured_first_adamw_step(scale) == pytest.approx(1e-2, rel=1e-3)
-    check_first_adamw_step(lambda: (0.01, 0.01))
-    with pytest.raises(ExerciseFailed, match="you predicted"):  # the step grows with the gradient: plain SGD thinking
-        check_first_adamw_step(lambda: (0.01, 10.0))
-    with pytest.raises(ExerciseFailed, match="not implemented yet"):
-        check_first_adamw_step(lambda: (_ for _ in ()).throw(NotImplementedError))
 
 
 def _train(model, batches, lr, zero_grad=True):

@@ -16,8 +16,8 @@ from qwen_min.course.exercises.ch08b_data_and_scaling import (
     check_corpus_prediction,
     check_fixed_power_law,
     check_minhash_signature,
-    measured_corpus_losses,
 )
+from qwen_min.course.exercises.reference.ch08b_data_and_scaling import measured_corpus_losses
 
 
 def _signature(text, a, b, fold=True):

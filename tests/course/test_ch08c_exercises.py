@@ -9,9 +9,8 @@ from qwen_min.course.exercises.ch08c_long_context import (
     check_dca_distances,
     check_fixed_merge,
     check_loss_at_4x,
-    measured_ratio_at_4x,
-    trained_at_64_tokens,
 )
+from qwen_min.course.exercises.reference.ch08c_long_context import measured_ratio_at_4x, trained_at_64_tokens
 
 
 def _distances(n, chunk_size, local_size, cap=None):

@@ -13,8 +13,8 @@ from qwen_min.course.exercises.ch10_dpo import (
     check_fixed_dpo_train,
     check_pair_gradient,
     check_simpo_loss,
-    measured_pair_gradient,
 )
+from qwen_min.course.exercises.reference.ch10_dpo import measured_pair_gradient
 from qwen_min.train.dpo import completion_logps
 
 

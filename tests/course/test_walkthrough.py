@@ -7,7 +7,15 @@ import os
 import nbformat
 
 from qwen_min.course import walkthrough
-from qwen_min.course.walkthrough import FILE_VAR, NOTEBOOK_VAR, format_table, read_validations, start_notebook, validated
+from qwen_min.course.walkthrough import (
+    FILE_VAR,
+    NOTEBOOK_VAR,
+    PREDICTIONS_VAR,
+    format_table,
+    read_validations,
+    start_notebook,
+    validated,
+)
 
 
 def test_validated_prints_and_appends_when_the_variable_is_set(tmp_path, monkeypatch, capsys):
@@ -33,6 +41,8 @@ def test_validated_writes_nothing_without_the_variable(tmp_path, monkeypatch, ca
 def test_start_markers_and_rows_read_back_in_order(tmp_path, monkeypatch):
     record = tmp_path / "v.jsonl"
     monkeypatch.setenv(FILE_VAR, str(record))
+    for runner_side in (NOTEBOOK_VAR, PREDICTIONS_VAR):  # start_notebook sets them for the kernels; undone after the test
+        monkeypatch.delenv(runner_side, raising=False)
     start_notebook("00_overview")
     validated("x", "1", "> 0")
     start_notebook("01_tokenizer")  # validated nothing

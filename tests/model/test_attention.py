@@ -12,6 +12,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, Qwen2Rotary
 from qwen_min.config import OFFICIAL_SIZES, QwenConfig
 from qwen_min.course.exercises import ExerciseFailed
 from qwen_min.course.exercises import ch03_attention as ex
+from qwen_min.course.exercises.reference import ch03_attention as ref
 from qwen_min.model.attention import Attention, KVCache, attention_mask_for, eager_attention, sdpa_attention
 from qwen_min.model.qwen import Qwen
 from qwen_min.model.rope import RotaryEmbedding
@@ -168,7 +169,7 @@ def test_attention_exercise_checkers_reject_wrong_answers():
 
 
 def test_no_mask_prediction():
-    with_mask, without = ex.measured_no_mask_loss()
+    with_mask, without = ref.measured_no_mask_loss()
     assert abs(with_mask - math.log(64)) < 0.1 and without < 0.5  # the unmasked model copies the next token
     ex.check_no_mask_loss(lambda: "b")
     with pytest.raises(ExerciseFailed, match="you predicted 'A'"):

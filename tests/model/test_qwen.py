@@ -11,6 +11,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from qwen_min.config import OFFICIAL_SIZES, QwenConfig
 from qwen_min.course.exercises import ExerciseFailed
 from qwen_min.course.exercises import ch04_model as ex
+from qwen_min.course.exercises.reference import ch04_model as ref
 from qwen_min.model.qwen import Qwen
 
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}
@@ -126,7 +127,7 @@ def test_model_exercise_checkers_reject_wrong_answers():
 
 
 def test_initial_loss_prediction():
-    measured = ex.measured_initial_loss()
+    measured = ref.measured_initial_loss()
     assert abs(measured - math.log(5000)) < 0.1  # near-zero logits: a uniform guess over the vocabulary
     ex.check_initial_loss(lambda: 8.5)
     with pytest.raises(ExerciseFailed, match="you predicted 0"):

@@ -15,6 +15,7 @@ from qwen_min.config import QwenConfig
 from qwen_min.course.exercises import ExerciseFailed
 from qwen_min.course.exercises import ch02_rope as ex
 from qwen_min.course.exercises.ch02_rope import check_rope_at_positions
+from qwen_min.course.exercises.reference import ch02_rope as ref
 from qwen_min.model.rope import RotaryEmbedding, apply_rope, default_inv_freq, rope_frequencies
 
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}
@@ -133,7 +134,7 @@ def test_rope_exercise_checkers_accept_hand_written_answers_and_reject_wrong_one
 
 
 def test_rope_permutation_prediction():
-    assert ex.measured_permutation_effect() == (False, True)
+    assert ref.measured_permutation_effect() == (False, True)
     ex.check_permutation(lambda: (False, True))
     for wrong in [(True, True), (False, False), "no"]:
         with pytest.raises(ExerciseFailed, match="you predicted"):

@@ -178,7 +178,7 @@ def test_quantize_rejects_unknown_formats():
 
 
 # ---------------------------------------------------------------------------- chapter 07's checkers
-def test_ch07_checkers_accept_a_right_answer_and_reject_the_planted_bug():
+def test_ch07_q8_0_checker_accepts_a_right_answer_and_rejects_a_flipped_bit():
     from qwen_min.course.exercises import ExerciseFailed
     from qwen_min.course.exercises import ch07_quantization as ex
 
@@ -193,15 +193,3 @@ def test_ch07_checkers_accept_a_right_answer_and_reject_the_planted_bug():
     ex.check_q8_0(q8_0)
     with pytest.raises(ExerciseFailed, match="wrong on input"):
         ex.check_q8_0(lambda x: q8_0(x) ^ np.uint8(1))
-    with pytest.raises(ExerciseFailed, match="wrong on input"):
-        ex.check_int4_groups(ex.buggy_int4)
-    ex.check_int4_groups(_int4_by_hand)
-
-
-def _int4_by_hand(w, group_size):
-    rows, cols = w.shape
-    g = w.float().reshape(rows, cols // group_size, group_size)
-    low, high = g.amin(-1), g.amax(-1)
-    scale = torch.where(high > low, (high - low) / 15, torch.ones_like(high))
-    q = torch.round((g - low[..., None]) / scale[..., None]).clamp(0, 15)
-    return (q * scale[..., None] + low[..., None]).reshape(rows, cols)

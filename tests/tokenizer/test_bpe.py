@@ -315,11 +315,29 @@ def test_exercise_checkers_reject_wrong_answers():
     with pytest.raises(ExerciseFailed, match="decode: wrong"):  # decodes token by token: cut characters become U+FFFD
         ch.check_decode(ch.buggy_decode)
 
-    def stream(tok, ids):  # the standard library's incremental decoder, one id at a time
+    def stream(tok, ids):  # bytes held back until they complete a character: the lead byte says how many it needs
+        pieces, pending = [], b""
+        for i in ids:
+            pending += tok.token_bytes(i)
+            cut = len(pending)
+            for back in range(1, min(3, len(pending)) + 1):
+                if pending[-back] >= 0xC0:
+                    need = 2 if pending[-back] < 0xE0 else 3 if pending[-back] < 0xF0 else 4
+                    cut = len(pending) - back if need > back else len(pending)
+                    break
+                if pending[-back] < 0x80:
+                    break
+            pieces.append(pending[:cut].decode("utf-8", errors="replace"))
+            pending = pending[cut:]
+        return pieces + [pending.decode("utf-8", errors="replace")]
+
+    def incremental(tok, ids):  # the standard library's incremental decoder: right, and refused (the exercise forbids it)
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         return [utf8.decode(tok.token_bytes(i)) for i in ids] + [utf8.decode(b"", final=True)]
 
     ch.check_stream(stream)
+    with pytest.raises(ExerciseFailed, match="calls the package's own"):
+        ch.check_stream(incremental)
     with pytest.raises(ExerciseFailed, match="stream: wrong"):  # no holding back
         ch.check_stream(lambda tok, ids: [tok.token_bytes(i).decode("utf-8", errors="replace") for i in ids] + [""])
     with pytest.raises(ExerciseFailed, match="stream: wrong"):  # drops what is left at the end

@@ -295,6 +295,43 @@ def test_frozen_reference_equals_precomputed(sft_folder, tmp_path):
                 assert abs(a[key] - b[key]) < 1e-5
 
 
+def test_lora_dpo_writes_adapters_that_load_as_the_trained_policy(sft_folder, tmp_path):
+    """--lora: model/ holds adapters only; qm.load(run) = base + adapters merged = the policy that trained (its
+    held-out pair margins, recomputed from the loaded model); a resumed run ends with the same adapters."""
+    from safetensors.torch import load_file
+
+    from qwen_min.train.dpo import PairBatches, completion_logps, split_pairs
+
+    pairs_file = tmp_path / "pairs.jsonl"
+    write_handmade_pairs(pairs_file)
+    args = ["--checkpoint", str(sft_folder), "--pairs", str(pairs_file), "--lora", "--lora-rank", "2", "--lora-alpha", "4",
+            "--lora-targets", "q_proj,down_proj", "--eval-tasks", "none", "--beta", "0.1", "--lr", "1e-2", "--max-steps", "6",
+            "--batch-size", "4", "--eval-every", "3", "--save-every", "2", "--val-fraction", "0.25", "--no-progress",
+            "--device", "cpu"]
+    assert main(["dpo", "--out", str(tmp_path / "run"), *args]) == 0
+    model_dir = tmp_path / "run" / "model"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["adapter.json", "adapter.safetensors"]
+    tensors = load_file(str(model_dir / "adapter.safetensors"))
+    wrapped = ("q_proj.lora_A", "q_proj.lora_B", "down_proj.lora_A", "down_proj.lora_B")
+    assert tensors and all(k.endswith(wrapped) for k in tensors)
+    assert any(v.abs().max() > 0 for k, v in tensors.items() if k.endswith("lora_B"))  # trained away from B = 0
+    loaded, tok = qm.load(tmp_path / "run", log=lambda msg: None)
+    base = qm.from_pretrained(sft_folder).eval()
+    _, val = split_pairs(read_pairs(pairs_file), 0.25, seed=0)
+    batch = PairBatches(tok, val, batch_size=len(val)).fixed_batches()[0]
+    with torch.no_grad():
+        logps, ref = (completion_logps(m(batch["input_ids"]), batch["labels"]) for m in (loaded, base))
+    n = len(val)
+    margin = 0.1 * ((logps[:n] - ref[:n]) - (logps[n:] - ref[n:])).mean().item()
+    last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert margin == pytest.approx(last["val_rewards/margins"], abs=1e-4) and margin != 0
+    assert main(["dpo", "--out", str(tmp_path / "part"), *args, "--stop-at", "4"]) == 0
+    assert not (tmp_path / "part" / "model").exists()
+    assert main(["dpo", "--out", str(tmp_path / "part"), "--resume", "--no-progress"]) == 0
+    resumed = load_file(str(tmp_path / "part" / "model" / "adapter.safetensors"))
+    assert all(torch.equal(resumed[k], tensors[k]) for k in tensors)
+
+
 def test_commands_fail_with_one_clear_line(sft_folder, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "not a list"}\n')

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of notebook 02_rope.
+"""Checkers for the exercises of notebook 02_rope (references: reference/ch02_rope.py).
 
     from qwen_min.course.exercises import ch02_rope as ex
     ex.check_permutation(my_prediction)       # predict: my_prediction() -> (changes without RoPE?, changes with RoPE?)
@@ -9,45 +9,26 @@
 
 from __future__ import annotations
 
+import random
+
 import torch
 
-from qwen_min.course.exercises import compare, judge_prediction, prediction
-from qwen_min.model.attention import eager_attention
+from qwen_min.course.exercises import compare, judge_prediction, prediction, seed
+from qwen_min.course.exercises.reference import ch02_rope as ref
+from qwen_min.course.exercises.watch import Forbidden
 from qwen_min.model.rope import RotaryEmbedding, apply_rope, default_inv_freq, rope_frequencies, rotate_half, yarn_inv_freq
 
-
-def _rope_reference(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    angles = positions[:, :, None].float() * default_inv_freq(x.shape[-1], theta)  # (b, t, d/2)
-    angles = torch.cat((angles, angles), dim=-1)
-    return apply_rope(x, angles.cos(), angles.sin())
-
-
-def _last_token_output(x: torch.Tensor, rope: bool) -> torch.Tensor:
-    """One causal attention head (q = k = v = x, no projections) over x (t, d); the last token's output."""
-    q = k = x[None, None]  # (1, 1, t, d)
-    if rope:
-        q = k = _rope_reference(q, torch.arange(x.shape[0])[None], 10_000.0)
-    return eager_attention(q, k, x[None, None], None)[0, 0, -1]  # (d,)
-
-
-def measured_permutation_effect() -> tuple[bool, bool]:
-    """Shuffle every token but the last: does the last token's attention output change, without / with RoPE?"""
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(8, 16, generator=g, dtype=torch.float64)  # (t, d)
-    shuffled = torch.cat((x[:-1][torch.randperm(7, generator=g)], x[-1:]))
-    # "changes" means more than rounding: eager_attention takes its softmax in fp32, whose sums in another order differ
-    # by up to 1.4e-7 on some kernel paths (AVX2) and 0 on others; RoPE changes the output by 0.16 here
-    return tuple(bool((_last_token_output(x, rope) - _last_token_output(shuffled, rope)).abs().max() > 1e-4)
-                 for rope in (False, True))
+# transformers' own RoPE (apply_rotary_pos_emb, rotate_half, the YaRN frequencies), where it is installed
+_TRANSFORMERS_ROPE = ["transformers.models.qwen2.modeling_qwen2", "transformers.models.llama.modeling_llama",
+                      "transformers.modeling_rope_utils"]
 
 
 def check_permutation(student_fn) -> None:
     """student_fn() -> (bool, bool): does the last token's causal attention output change when the tokens before it
     are shuffled, (1) without RoPE, (2) with RoPE?"""
     guess = prediction("shuffled prefix", student_fn)
-    measured = measured_permutation_effect()
-    judge_prediction("shuffled prefix", guess, measured, tuple(guess) == measured if isinstance(guess, (tuple, list))
-                     else False,
+    measured = ref.measured_permutation_effect()
+    judge_prediction("shuffled prefix", guess, measured, isinstance(guess, tuple) and guess == measured,
                      "Without positions, what does a softmax-weighted sum depend on: the keys as a list, or as a set? "
                      "And with RoPE, what does each score depend on?")
 
@@ -64,23 +45,16 @@ def buggy_rope(x, positions, theta):
 
 def check_rope_at_positions(student) -> None:
     """student(x (b, heads, t, d), positions (b, t), theta) -> x, pairs (x[i], x[i + d/2]) rotated by position * inv_freq[i]."""
-    g = torch.Generator().manual_seed(2)
+    g = torch.Generator().manual_seed(seed(2))
     inputs = []
     for b, h, t, d, theta in [(1, 1, 4, 4, 10_000.0), (2, 3, 5, 16, 10_000.0), (2, 2, 7, 32, 1e6)]:
         x = torch.randn(b, h, t, d, generator=g)
         positions = torch.randint(0, 1000, (b, t), generator=g)
         inputs.append((x, positions, theta))
-    compare("rope_at_positions", student, _rope_reference, inputs, atol=1e-4,
+    compare("rope_at_positions", student, ref.rope_at_positions, inputs, atol=1e-4,
             hint="the relative-position property holds for a rotation either way round; a checkpoint was trained "
                  "with one direction. Rotate the 2-D point (1, 0) by a small positive angle by hand and compare.",
-            forbidden=[apply_rope, rotate_half, RotaryEmbedding.forward])
-
-
-def _yarn_reference(head_dim, theta, factor, original_context):
-    inv_freq, attention_factor = yarn_inv_freq(head_dim, theta, {"factor": factor,
-                                                                 "original_max_position_embeddings": original_context},
-                                               int(original_context * factor))
-    return inv_freq, attention_factor
+            forbidden=Forbidden.of([apply_rope, rotate_half, RotaryEmbedding.forward], modules=_TRANSFORMERS_ROPE))
 
 
 def _comparable(fn):
@@ -97,14 +71,23 @@ def check_yarn(student) -> None:
     beta_fast 32, beta_slow 1 and the ramp ends rounded outwards to whole pairs (transformers' default)."""
     inputs = [(128, 1e6, 4.0, 32768), (64, 1e6, 4.0, 32768), (64, 1e4, 2.0, 4096), (128, 5e5, 8.0, 8192),
               (16, 1e4, 4.0, 16)]
-    compare("yarn", _comparable(student), _comparable(_yarn_reference), inputs, atol=1e-5,
+    rng = random.Random(seed(2))
+    inputs += [(rng.choice([32, 64, 128]), rng.choice([1e4, 1e6]), rng.choice([2.0, 4.0, 8.0]), rng.choice([2048, 32768]))
+               for _ in range(2)]
+    compare("yarn", _comparable(student), _comparable(ref.yarn), inputs, atol=1e-5,
             hint="for each pair, count the full turns it makes within the original context; the ramp runs between "
                  "the pairs that make beta_fast turns and beta_slow turns (found by solving for the pair index, then "
                  "floor / ceil); the attention factor grows with the log of the factor.",
-            forbidden=[yarn_inv_freq, rope_frequencies])
+            forbidden=Forbidden.of([yarn_inv_freq, rope_frequencies], modules=_TRANSFORMERS_ROPE))
+
+
+def _package_rope(x, positions, theta):  # the package's apply_rope, passed straight in
+    angles = positions[:, :, None].float() * default_inv_freq(x.shape[-1], theta)  # (b, t, d/2)
+    return apply_rope(x, torch.cat((angles, angles), dim=-1).cos(), torch.cat((angles, angles), dim=-1).sin())
 
 
 PACKAGE_EQUIVALENTS = {
-    "check_rope_at_positions": [_rope_reference],
-    "check_yarn": [_yarn_reference],
+    "check_rope_at_positions": [_package_rope],
+    "check_yarn": [lambda d, theta, factor, context: yarn_inv_freq(
+        d, theta, {"factor": factor, "original_max_position_embeddings": context}, int(context * factor))],
 }

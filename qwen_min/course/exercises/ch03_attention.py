@@ -1,4 +1,4 @@
-"""Checkers for the exercises of notebook 03_attention.
+"""Checkers for the exercises of notebook 03_attention (references: reference/ch03_attention.py).
 
     from qwen_min.course.exercises import ch03_attention as ex
     ex.check_padded_mask(my_mask)            # build:   my_mask(attention_mask (b, t) of 0/1) -> bool (b, 1, t, t)
@@ -13,61 +13,39 @@ import math
 import torch
 import torch.nn.functional as F
 
-from qwen_min.course.exercises import compare, judge_prediction, prediction
+from qwen_min.course.exercises import compare, judge_prediction, prediction, seed
+from qwen_min.course.exercises.reference import ch03_attention as ref
+from qwen_min.course.exercises.watch import Forbidden
 from qwen_min.model.attention import attention_mask_for, eager_attention, sdpa_attention
 
-
-def _padded_mask_reference(attention_mask: torch.Tensor) -> torch.Tensor:
-    return attention_mask_for(attention_mask.shape[1], 0, attention_mask, attention_mask.device)
+# transformers' masks and attention functions (repeat_kv, eager / sdpa attention), where it is installed
+_TRANSFORMERS_MASKS = ["transformers.masking_utils", "transformers.modeling_attn_mask_utils"]
+_TRANSFORMERS_ATTENTION = ["transformers.models.qwen2.modeling_qwen2", "transformers.models.llama.modeling_llama",
+                           "transformers.integrations.sdpa_attention"]
 
 
 def check_padded_mask(student) -> None:
     """student(attention_mask (b, t), 1 = real token, 0 = left padding) -> bool (b, 1, t, t), True where query i may
     attend to key j."""
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(seed(3))
     inputs = [(torch.ones(1, 4, dtype=torch.long),), (torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]),)]
     for b, t in [(3, 6), (4, 9)]:
         lengths = torch.randint(1, t + 1, (b,), generator=g)
         inputs.append(((torch.arange(t)[None] >= t - lengths[:, None]).long(),))
-    compare("padded_mask", student, _padded_mask_reference, inputs,
+    compare("padded_mask", student, ref.padded_mask, inputs,
             hint="two conditions for a key: it is not in the future, and it is a real token. Then look at the rows "
                  "of padding queries: a softmax over nothing is NaN, so what may such a query see?",
-            forbidden=[attention_mask_for])
-
-
-def measured_no_mask_loss(steps: int = 150, vocab: int = 64, t: int = 16) -> tuple[float, float]:
-    """Train the same one-layer attention model twice on random tokens, with and without the causal mask.
-    Returns the final next-token losses (with mask, without mask)."""
-    results = []
-    for causal in (True, False):
-        torch.manual_seed(3)
-        d = 32
-        embed, pos = torch.nn.Embedding(vocab, d), torch.nn.Parameter(torch.randn(t, d) * 0.1)
-        qkv, head = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, vocab)
-        params = [*embed.parameters(), pos, *qkv.parameters(), *head.parameters()]
-        opt = torch.optim.Adam(params, lr=1e-2)
-        data = torch.Generator().manual_seed(4)
-        for _ in range(steps):
-            ids = torch.randint(0, vocab, (32, t), generator=data)  # uniform random tokens: nothing to learn honestly
-            x = embed(ids) + pos
-            q, k, v = qkv(x).chunk(3, dim=-1)
-            x = x + F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-            loss = F.cross_entropy(head(x)[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        results.append(loss.item())
-    return results[0], results[1]
+            forbidden=Forbidden.of([attention_mask_for], modules=_TRANSFORMERS_MASKS))
 
 
 def check_no_mask_loss(student) -> None:
     """student() -> "A", "B" or "C": after training without the causal mask on uniform random tokens (vocabulary 64,
     ln 64 = 4.16), the loss is A: about ln 64, as with the mask; B: far below it, near 0; C: clearly above ln 64."""
     guess = prediction("loss without the causal mask", student)
-    with_mask, without = measured_no_mask_loss()
+    with_mask, without = ref.measured_no_mask_loss()
     measured = "A" if abs(without - math.log(64)) < 0.5 else "B" if without < 1.0 else "C"
     judge_prediction("loss without the causal mask", guess, f"{measured} (with mask {with_mask:.2f}, "
-                     f"without {without:.2f})", str(guess).strip().upper() == measured,
+                     f"without {without:.2f})", isinstance(guess, str) and guess.strip().upper() == measured,
                      "Random tokens cannot be predicted from the past. What can position i read when nothing hides "
                      "position i + 1?")
 
@@ -84,17 +62,21 @@ def buggy_gqa(q, k, v):
 
 def check_gqa_attention(student) -> None:
     """student(q (b, h, t, d), k (b, h_kv, t, d), v (b, h_kv, t, d)) -> (b, h, t, d), causal softmax attention."""
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(seed(3))
     inputs = []
     for b, h, h_kv, t, d in [(1, 1, 1, 4, 8), (2, 4, 4, 6, 8), (2, 4, 2, 5, 16), (1, 6, 2, 7, 8), (2, 7, 1, 3, 4)]:
         inputs.append(tuple(torch.randn(b, n, t, d, generator=g) for n in (h, h_kv, h_kv)))
-    compare("gqa_attention", student, lambda q, k, v: eager_attention(q, k, v, None), inputs, atol=1e-5,
+    compare("gqa_attention", student, ref.gqa_attention, inputs, atol=1e-5,
             hint="it passes when every query head has its own K/V head, or when there is one K/V head for all: "
                  "print which K/V head each query head ends up reading when there are 2 K/V heads for 4 query heads.",
-            forbidden=[eager_attention, sdpa_attention])
+            # torch's own attention in every form: F.scaled_dot_product_attention (enable_gqa or not), its aten ops,
+            # nn.MultiheadAttention's functional form
+            forbidden=Forbidden.of([eager_attention, sdpa_attention, F.multi_head_attention_forward],
+                                   modules=_TRANSFORMERS_ATTENTION, builtins=["scaled_dot_product"]))
 
 
 PACKAGE_EQUIVALENTS = {
-    "check_padded_mask": [_padded_mask_reference],
-    "check_gqa_attention": [lambda q, k, v: eager_attention(q, k, v, None), lambda q, k, v: sdpa_attention(q, k, v, None)],
+    "check_padded_mask": [lambda m: attention_mask_for(m.shape[1], 0, m, m.device)],
+    "check_gqa_attention": [lambda q, k, v: eager_attention(q, k, v, None), lambda q, k, v: sdpa_attention(q, k, v, None),
+                            lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)],
 }

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of notebook 05_moe.
+"""Checkers for the exercises of notebook 05_moe (references: reference/ch05_moe.py).
 
     from qwen_min.course.exercises import ch05_moe as ex
     ex.check_router_weights(my_router_weights)   # debug: my_router_weights(logits, top_k, norm_topk_prob) -> (n, E), zeros
@@ -13,14 +13,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from qwen_min.course.exercises import ExerciseFailed, compare
+from qwen_min.course.exercises import ExerciseFailed, compare, seed
+from qwen_min.course.exercises.reference import ch05_moe as ref
+from qwen_min.course.exercises.watch import Forbidden
 from qwen_min.model.layers import MLP
 from qwen_min.model.moe import SparseMoeBlock, dispatch, load_balancing_loss, route
 
-
-def _router_weights_reference(logits, top_k, norm_topk_prob):
-    weights, experts = route(logits, top_k, norm_topk_prob)
-    return torch.zeros_like(logits).scatter(-1, experts, weights)  # (n, E)
+_TRANSFORMERS_MOE = ["transformers.models.qwen2_moe.modeling_qwen2_moe"]  # its router, experts and aux loss
 
 
 def buggy_router_weights(logits, top_k, norm_topk_prob):
@@ -34,14 +33,14 @@ def buggy_router_weights(logits, top_k, norm_topk_prob):
 
 def check_router_weights(student) -> None:
     """student(router_logits (n, E), top_k, norm_topk_prob) -> (n, E): the weight of each chosen expert, 0 elsewhere."""
-    g = torch.Generator().manual_seed(51)
+    g = torch.Generator().manual_seed(seed(51))
     inputs = [(torch.randn(n, e, generator=g) * s, k, norm)
               for n, e, k, s, norm in [(5, 4, 1, 1.0, False), (7, 8, 2, 2.0, False), (6, 8, 2, 2.0, True),
                                        (4, 6, 3, 0.5, True), (3, 5, 5, 1.0, False)]]
-    compare("router_weights", student, _router_weights_reference, inputs, atol=1e-6,
+    compare("router_weights", student, ref.router_weights, inputs, atol=1e-6,
             hint="it is right whenever norm_topk_prob is True, and for top_k == E. With norm_topk_prob False, "
                  "should a token's k weights sum to 1? What do they leave out?",
-            forbidden=[route, SparseMoeBlock.forward])
+            forbidden=Forbidden.of([route, SparseMoeBlock.forward], modules=_TRANSFORMERS_MOE))
 
 
 class _CountingExpert(torch.nn.Module):
@@ -57,10 +56,10 @@ class _CountingExpert(torch.nn.Module):
 
 
 def _dispatch_inputs():
-    g = torch.Generator().manual_seed(52)
+    g = torch.Generator().manual_seed(seed(52))
     inputs = []
     for n, d, e, k in [(6, 8, 4, 1), (13, 8, 6, 2), (9, 12, 5, 3)]:
-        torch.manual_seed(52 + n)
+        torch.manual_seed(seed(52) + n)
         mlps = torch.nn.ModuleList(MLP(d, 6) for _ in range(e))
         logits = torch.randn(n, e, generator=g)
         weights, experts = route(logits, k, norm_topk_prob=False)
@@ -80,8 +79,8 @@ def check_dispatch(student) -> None:
         counted.append(wrapped)
         return student(x, weights, experts, wrapped)
 
-    compare("dispatch", counting_student, dispatch, _dispatch_inputs(), atol=1e-5, hint=hint,
-            forbidden=[dispatch, SparseMoeBlock.forward])
+    compare("dispatch", counting_student, ref.grouped_dispatch, _dispatch_inputs(), atol=1e-5, hint=hint,
+            forbidden=Forbidden.of([dispatch, SparseMoeBlock.forward], modules=_TRANSFORMERS_MOE))
     most = max(c.calls for wrapped in counted for c in wrapped)
     if most > 1:
         raise ExerciseFailed(f"✗ dispatch: right numbers, but one expert was called {most} times: batch each expert's "
@@ -96,21 +95,19 @@ def _transformers_aux_loss(router_logits, num_experts, top_k):
 
 def check_load_balancing_loss(student) -> None:
     """student(router_logits: list of (n, E) per layer, num_experts, top_k) -> the Switch-Transformer aux loss (scalar)."""
-    from transformers.models.qwen2_moe.modeling_qwen2_moe import load_balancing_loss_func
-
-    g = torch.Generator().manual_seed(53)
+    g = torch.Generator().manual_seed(seed(53))
     inputs = []
     for layers, n, e, k, s in [(1, 8, 4, 1, 1.0), (2, 10, 6, 2, 3.0), (3, 7, 8, 2, 0.3), (2, 12, 5, 3, 5.0)]:
         inputs.append(([torch.randn(n, e, generator=g) * s for _ in range(layers)], e, k))
-    compare("load_balancing_loss", student, load_balancing_loss, inputs, atol=1e-6,
+    compare("load_balancing_loss", student, ref.aux_loss, inputs, atol=1e-6,
             hint="pool the tokens of all layers; for each expert you need two averages over the tokens, one from "
                  "the top-k choices and one from the probabilities; recheck the uniform case: top-k routing spread "
                  "evenly must give k.",
-            forbidden=[load_balancing_loss, load_balancing_loss_func])
+            forbidden=Forbidden.of([load_balancing_loss], modules=_TRANSFORMERS_MOE))
 
 
 PACKAGE_EQUIVALENTS = {
-    "check_router_weights": [_router_weights_reference],
+    "check_router_weights": [lambda logits, k, norm: torch.zeros_like(logits).scatter(-1, *reversed(route(logits, k, norm)))],
     "check_dispatch": [dispatch],
     "check_load_balancing_loss": [load_balancing_loss, _transformers_aux_loss],
 }

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of notebooks/08b_data_and_scaling.ipynb.
+"""Checkers for the exercises of notebooks/08b_data_and_scaling.ipynb (references: reference/ch08b_data_and_scaling.py).
 
     from qwen_min.course.exercises.ch08b_data_and_scaling import (check_minhash_signature, check_corpus_prediction,
                                                                   check_fixed_power_law, permutations)
@@ -11,20 +11,16 @@
 from __future__ import annotations
 
 import math
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 from datasketch import MinHash
 
 from qwen_min.corpus import dedup
-from qwen_min.corpus.degrade import SOURCES, build_corpus
-from qwen_min.course.exercises import compare, judge_prediction, prediction
+from qwen_min.course.exercises import compare, judge_prediction, prediction, seed
+from qwen_min.course.exercises.reference import ch08b_data_and_scaling as ref
+from qwen_min.course.exercises.watch import Forbidden
 from qwen_min.scaling import fit
-from qwen_min.scaling.sweep import model_config, train_tiny
-from qwen_min.tokenizer.bpe_training import train_bpe
-from qwen_min.train.data import EOT, eval_batches, write_shard
 
 MERSENNE = (1 << 61) - 1  # the prime of datasketch's textbook ("legacy") hash family
 MAX_HASH = (1 << 32) - 1
@@ -52,53 +48,28 @@ def check_minhash_signature(student) -> None:
     def as_tensor(values):
         return torch.tensor(np.asarray(values, dtype=np.uint64).astype(np.int64))  # every value < 2^32 fits
 
-    def reference(text, num_perm):
-        return as_tensor(dedup.minhash(text, num_perm).hashvalues)
-
-    compare("minhash_signature", lambda text, n: as_tensor(student(text, *permutations(n))), reference,
-            [(t, n) for t in TEXTS for n in (16, 128)], atol=0,
+    rng = np.random.default_rng(seed(8))
+    texts = TEXTS + ["".join(rng.choice(list("abcdefgh ，。🙂"), 40)) for _ in range(2)]
+    compare("minhash_signature", lambda text, n: as_tensor(student(text, *permutations(n))),
+            lambda text, n: as_tensor(ref.minhash_signature(text, *permutations(n))),
+            [(t, n) for t in texts for n in (16, 128)], atol=0,
             hint="one running minimum per hash function, starting at 2^32 - 1; the shingles come from "
                  "dedup.shingles(text); hash each with hashlib.sha1(s.encode('utf-8')).digest()[:4] read as a "
                  "little-endian uint32 (struct.unpack('<I', ...)), and do the arithmetic in np.uint64.",
-            forbidden=[dedup.minhash, MinHash.update, MinHash.update_batch])
+            forbidden=Forbidden.of([dedup.minhash, MinHash.update, MinHash.update_batch], modules=["datasketch.minhash"]))
 
 
 # ---------------------------------------------------------------------------- predict, then measure
-BUDGET = 2**16  # training tokens of each corpus
-CORPUS_SIZES = dict(clean_per_source=60, degraded_per_kind=30, leaks=5)  # `qwen-min data score`'s default corpus
-
-
-def measured_corpus_losses(seed: int = 0) -> dict[str, float]:
-    """Held-out loss on clean passages (mean of the three domains) of sweep size s2 trained on BUDGET tokens of
-    A (every document of the default scored corpus) and of B (its clean documents only), same seed, same tokenizer."""
-    docs = build_corpus(0, **CORPUS_SIZES)
-    corpora = {"A": docs, "B": [d for d in docs if d["label"] == "clean"]}
-    held = build_corpus(0, 60, 0, 0, split="val")
-    tok = train_bpe([d["text"] for d in docs], 1024, special_tokens=(EOT,))
-    losses = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        evals = {s: eval_batches(write_shard(Path(tmp) / f"held-{s}", [d["text"] for d in held if d["source"] == s], tok),
-                                 64, 16, 64) for s in SOURCES}
-        for name, corpus in corpora.items():
-            shards = {s: write_shard(Path(tmp) / f"{name}-{s}", [d["text"] for d in corpus if d["source"] == s], tok)
-                      for s in SOURCES}
-            r = train_tiny(Path(tmp) / name, model_config("s2", tok.vocab_size), shards,
-                           {s: float(len(sh)) for s, sh in shards.items()}, evals, lr=1e-2, batch=16, tokens=BUDGET,
-                           seed=seed)
-            losses[name] = float(np.mean([r[f"val_loss/{s}"] for s in SOURCES]))
-    return losses
-
-
 def check_corpus_prediction(student) -> None:
     """student() -> "A" or "B": which corpus gives the LOWER held-out loss on clean text when the same small Qwen
     trains on the same number of tokens of each? A: all 365 documents of the scored corpus (half of them degraded:
     spam, shuffled, truncated, repeated, broken code, near-copies). B: only its 180 clean passages (repeated more
     often, to fill the same budget)."""
     guess = prediction("corpus_prediction", student)
-    losses = measured_corpus_losses()
+    losses = ref.measured_corpus_losses()
     winner = min(losses, key=losses.get)
     judge_prediction("corpus_prediction", guess, f"{winner} ({', '.join(f'{k}: {v:.3f}' for k, v in losses.items())})",
-                     guess == winner,
+                     isinstance(guess, str) and guess == winner,
                      "Every token of budget spent on a shuffled line or a spam page is a token not spent on text "
                      "like the held-out one; repeating good text a few more times costs little at this budget.")
 
@@ -106,7 +77,7 @@ def check_corpus_prediction(student) -> None:
 # ---------------------------------------------------------------------------- debug
 def check_fixed_power_law(student) -> None:
     """student(x, y) -> (coef, exponent) with y ~ coef * x ** exponent: the notebook's `buggy_power_law`, fixed."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed(0))
     inputs = []
     for coef, exponent in ((0.3, -0.125), (0.29, 0.33), (2.0, -0.5)):
         x = np.geomspace(1e9, 1e13, 6)
@@ -118,8 +89,7 @@ def check_fixed_power_law(student) -> None:
             return torch.tensor([math.log(coef), exponent], dtype=torch.float64)
         return run
 
-    reference = as_tensor(lambda x, y: (fit.fit_power_law(x, y)["coef"], fit.fit_power_law(x, y)["exponent"]))
-    compare("fixed_power_law", as_tensor(student), reference, inputs, atol=1e-6,
+    compare("fixed_power_law", as_tensor(student), as_tensor(ref.power_law), inputs, atol=1e-6,
             hint="a power law is a straight line only after taking the log of BOTH axes; which one is still linear?",
             forbidden=[fit.fit_power_law])
 
