@@ -36,8 +36,8 @@ _EXPORTS = {
     "TrainConfig": "qwen_min.train.trainer",
     # chapter 9: supervised fine-tuning
     "encode_chat": "qwen_min.train.sft",
-    "apply_lora": "qwen_min.train.lora",
-    "merge_lora": "qwen_min.train.lora",
+    "apply_lora": "qwen_min.model.lora",
+    "merge_lora": "qwen_min.model.lora",
     # chapter 10: DPO
     "dpo_loss": "qwen_min.train.dpo",
     # chapter 7: quantisation

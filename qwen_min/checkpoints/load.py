@@ -16,7 +16,7 @@ Design choices
   lossless format decodes `batch` rows fastest on this machine (quant/fastest.py) before converting.
 - A folder of LoRA adapters (adapter.json + adapter.safetensors, what `--lora` runs of dpo and grpo write)
   is read as its base checkpoint, named in adapter.json and loaded the same way (so adapters on adapters
-  work), plus the adapters merged into the fp32 weights (train/lora.py); then the format conversion.
+  work), plus the adapters merged into the fp32 weights (model/lora.py); then the format conversion.
 - The tokenizer is the checkpoint's own (tokenizer.json in the folder, or the vocabulary inside the .gguf),
   unless `tokenizer=` names another one.
 - int4-gptq chooses its codes on calibration text: `calibration` is the ids, or a function of the tokenizer
@@ -33,11 +33,11 @@ import torch
 from qwen_min.checkpoints.fetch import CHECKPOINTS, default_checkpoint
 from qwen_min.checkpoints.hf import from_pretrained
 from qwen_min.formats import FLOAT, check_format, torch_dtype
+from qwen_min.model.lora import ADAPTER_CONFIG, load_adapters, read_adapter_config
 from qwen_min.model.qwen import Qwen
 from qwen_min.quant.fastest import fastest_format
 from qwen_min.quant.quantize import to_format
 from qwen_min.tokenizer.bpe import Tokenizer
-from qwen_min.train.lora import ADAPTER_CONFIG, load_adapters, read_adapter_config
 
 RUN_MODEL = "model"  # a run folder keeps its final weights here (train/trainer.py's callers)
 CHECKPOINT_HELP = ("0.5B or 1.5B (the official Qwen2.5-Coder-Instruct checkpoints, fetched on first use), a .gguf "

@@ -286,7 +286,7 @@ def write_course(course: Path, notebooks: list[Path]) -> list[str]:
 
 
 def nbgrader(course: Path, *args: str) -> None:
-    """Run one nbgrader command in the course folder (its nbgrader_config.py applies); raise on failure."""
+    """Run one nbgrader command in the course folder (its nbgrader config file applies); raise on failure."""
     command = [sys.executable, "-m", "nbgrader", *args, "--force", "--log-level=WARN"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # its alembic
     done = subprocess.run(command, cwd=course, capture_output=True, text=True, env=env)

@@ -10,7 +10,7 @@ EVALUATIONS = {
     "perplexity": ("qwen_min.eval.perplexity_command", "held-out perplexity per weight format (bf16, int8, int4, int4-gptq)"),
     "passkey": ("qwen_min.eval.passkey_command",
                 "passkey retrieval over lengths x depths, with YaRN / PI / NTK / Dual Chunk Attention or none"),
-    "tasks": ("qwen_min.tasks.heldout_command",
+    "tasks": ("qwen_min.eval.heldout_command",
               "held-out checker accuracy per prompt (training and new phrasings), or the paired table of several runs"),
 }
 

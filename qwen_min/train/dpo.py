@@ -31,7 +31,7 @@ Design choices
   on the rejected one relative to the reference, so both can lose probability to answers in no pair;
   on the tiny models of notebook 09 that lowers accuracy, the NLL term prevents it. Default 0: plain DPO.
   The metrics then also hold `dpo_loss` (the DPO part) and `nll/chosen`.
-- `--lora` trains LoRA adapters only (train/lora.py) and writes them alone to model/ (adapter.safetensors +
+- `--lora` trains LoRA adapters only (model/lora.py) and writes them alone to model/ (adapter.safetensors +
   adapter.json, a few MB for the 0.5B; `qm.load` merges them onto the base). A frozen reference is then the
   policy with its adapters off (`AdaptersOff`), not a copy.
 - The reference log-probs are computed once before training by default (`PairBatches.attach_reference`,
@@ -59,11 +59,11 @@ import torch.nn.functional as F
 
 from qwen_min.checkpoints.hf import save_pretrained
 from qwen_min.checkpoints.load import CHECKPOINT_HELP, load
+from qwen_min.model.lora import DEFAULT_TARGETS, AdaptersOff, apply_lora, lora_parameters, save_adapters
 from qwen_min.model.qwen import IGNORE_INDEX, causal_lm_loss
 from qwen_min.tasks.checkable import GENERATED, heldout_accuracy, make_examples
 from qwen_min.tasks.pairs import read_pairs
 from qwen_min.train.batches import ShuffledStream, pad_batch
-from qwen_min.train.lora import DEFAULT_TARGETS, AdaptersOff, apply_lora, lora_parameters, save_adapters
 from qwen_min.train.settings import LoopSettings, loop_default, require, require_positive, save_settings, setting, train_config
 from qwen_min.train.sft import encode_chat
 from qwen_min.train.trainer import METRICS, Trainer, check_run_folder, read_metrics, setup_distributed

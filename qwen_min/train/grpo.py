@@ -40,7 +40,7 @@ Design choices
   in the record of step s is that of the policy that made step s's rollouts, after s - 1 updates
   (`heldout_after_steps` says so in the record); the accuracy before and after the run is in eval.json.
 - The reference is a frozen copy of the starting model (skipped when beta = 0). With `lora` only the adapters of the
-  policy train (saved alone: model/ holds adapter.safetensors + adapter.json, train/lora.py), and the reference is the
+  policy train (saved alone: model/ holds adapter.safetensors + adapter.json, model/lora.py), and the reference is the
   policy itself with its adapters switched off (`AdaptersOff`): the frozen base weights, exactly, without a second copy.
 """
 
@@ -62,9 +62,9 @@ from qwen_min.checkpoints.hf import save_pretrained
 from qwen_min.checkpoints.load import CHECKPOINT_HELP, load
 from qwen_min.checkpoints.reward import load_reward_model
 from qwen_min.generation import generate
+from qwen_min.model.lora import DEFAULT_TARGETS, AdaptersOff, apply_lora, lora_parameters, save_adapters
 from qwen_min.progress import progress_bar
 from qwen_min.tasks.checkable import GENERATED, TASKS, Example, heldout_accuracy, make_examples, prompt_ids, reply_text
-from qwen_min.train.lora import DEFAULT_TARGETS, AdaptersOff, apply_lora, lora_parameters, save_adapters
 from qwen_min.train.settings import LoopSettings, loop_default, require, require_positive, save_settings, setting, train_config
 from qwen_min.train.trainer import METRICS, Trainer, check_run_folder, read_metrics, setup_distributed
 

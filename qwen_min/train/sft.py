@@ -49,12 +49,12 @@ import torch
 from qwen_min.checkpoints.hf import from_pretrained, save_pretrained
 from qwen_min.checkpoints.load import CHECKPOINT_HELP, checkpoint_path
 from qwen_min.config import QwenConfig
+from qwen_min.model.lora import apply_lora, lora_parameters, merge_lora
 from qwen_min.model.qwen import IGNORE_INDEX, Qwen
 from qwen_min.paths import official_tokenizer_dir
 from qwen_min.tasks.checkable import GENERATED, Example, evaluate, handwritten, make_examples, read_examples
 from qwen_min.tokenizer.bpe import Tokenizer
 from qwen_min.train.batches import ShuffledStream, pad_batch
-from qwen_min.train.lora import apply_lora, lora_parameters, merge_lora
 from qwen_min.train.settings import LoopSettings, loop_default, require, require_positive, save_settings, setting, train_config
 from qwen_min.train.trainer import Trainer, check_run_folder, setup_distributed
 

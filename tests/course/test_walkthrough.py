@@ -42,7 +42,8 @@ def test_start_markers_and_rows_read_back_in_order(tmp_path, monkeypatch):
     record = tmp_path / "v.jsonl"
     monkeypatch.setenv(FILE_VAR, str(record))
     for runner_side in (NOTEBOOK_VAR, PREDICTIONS_VAR):  # start_notebook sets them for the kernels; undone after the test
-        monkeypatch.delenv(runner_side, raising=False)
+        monkeypatch.setenv(runner_side, "")  # so that the undo removes what the runner sets, too
+        monkeypatch.delenv(runner_side)
     start_notebook("00_overview")
     validated("x", "1", "> 0")
     start_notebook("01_tokenizer")  # validated nothing
@@ -70,8 +71,9 @@ def _notebook(path, *sources):
 
 def test_runner_names_each_kernel_and_builds_the_table_from_the_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(FILE_VAR, "/nonexistent/ignored.jsonl")  # the runner always starts a fresh file in --out
-    for name in (NOTEBOOK_VAR, walkthrough.FULL_CHAIN_VAR):  # main() sets them for its kernels; restored after the test
-        monkeypatch.delenv(name, raising=False)
+    for name in (NOTEBOOK_VAR, PREDICTIONS_VAR, walkthrough.FULL_CHAIN_VAR):  # main() sets them for its kernels
+        monkeypatch.setenv(name, "")  # so that the undo removes what main() sets, too
+        monkeypatch.delenv(name)
     report = ("import os\nfrom qwen_min.course.walkthrough import validated\n"
               "validated('full chain flag', os.environ['QWEN_MIN_FULL_CHAIN'], 'seen by the kernel')")
     first = _notebook(tmp_path / "01_first.ipynb", report, "validated('two', '2')")

@@ -15,6 +15,7 @@ from qwen_min.course.exercises.ch11_grpo import (
     check_equal_rewards,
     check_fixed_k3,
 )
+from qwen_min.model.lora import apply_lora
 from qwen_min.model.qwen import Qwen
 from qwen_min.model.reward import RewardModel
 from qwen_min.paths import official_tokenizer_dir
@@ -22,7 +23,6 @@ from qwen_min.tasks.checkable import make_examples
 from qwen_min.tokenizer.bpe_training import train_bpe
 from qwen_min.tokenizer.chat_template import render
 from qwen_min.train.grpo import AdaptersOff, group_advantages, grpo_loss, k3_kl, order_by_variance, per_token_logps
-from qwen_min.train.lora import apply_lora
 from qwen_min.train.trainer import read_metrics
 
 B, G, P, C = 6, 3, 5, 7  # answers, group size, prompt length, completion length

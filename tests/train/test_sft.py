@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 import qwen_min as qm
 import qwen_min.tasks.checkable as tasks
+from qwen_min.model.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
 from qwen_min.model.qwen import IGNORE_INDEX
 from qwen_min.train.batches import pad_batch
-from qwen_min.train.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
 from qwen_min.train.sft import SFTBatches, encode_chat
 
 SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"

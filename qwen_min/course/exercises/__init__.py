@@ -13,7 +13,7 @@ Three kinds of exercise (every chapter has 2-4, none re-types code shown above i
 - *debug*: a visible cell holds a function with one planted bug (shown failing with `show_verdict`); the
   student writes the fixed function in the exercise cell.
 
-Conventions for chapter modules (`ch01_tokenizer.py`, `ch02_rope.py`, ...; see exercises/reference/__init__.py):
+Conventions for chapter modules (`ch01_tokenizer.py`, `ch02_rope.py`, ...; see course/exercises/reference/__init__.py):
 - the chapter module is what the student imports: one `check_<exercise>(student_fn)` per exercise, the input
   builders, the planted bugs (`buggy_*`, shown in the notebook); NO reference answer and no measurement;
 - the reference answers and the `measured_*` experiments live in `exercises/reference/chXX_*.py`, each
@@ -22,7 +22,7 @@ Conventions for chapter modules (`ch01_tokenizer.py`, `ch02_rope.py`, ...; see e
 - **no answer that only calls the package passes**: `compare(..., forbidden=...)` takes the package or library
   functions that compute the same thing (a list, or a `watch.Forbidden` with whole modules, torch builtins by
   name and packages by folder); `compare` forbids its own reference as well. While the student's function runs,
-  a profiler hook (exercises/watch.py) recognises forbidden code by fingerprint, refuses answers that switch the
+  a profiler hook (course/exercises/watch.py) recognises forbidden code by fingerprint, refuses answers that switch the
   hook off or hide work in a thread or a process, and the answer fails with "calls the package's own ...";
 - values are compared type first: a tensor must be a `torch.Tensor`, an int an int, a list a list or tuple
   (so `unittest.mock.ANY` or a subclass with a permissive `__eq__` fails before any comparison);
@@ -40,7 +40,7 @@ import contextlib
 import sys
 from typing import Any, Callable, Iterable
 
-from qwen_min.course.exercises import predictions
+from qwen_min.course.exercises import predictions, watch
 from qwen_min.course.exercises.watch import Forbidden, fingerprint, watching
 
 
@@ -251,8 +251,6 @@ def show_verdict(check: Callable[[Callable], None], fn: Callable) -> None:
 
 def _code_of_the_checkers() -> dict:
     """(module, name) -> (object, its code) for every function of this package's machinery, as imported."""
-    from qwen_min.course.exercises import watch
-
     found = {}
     modules = (sys.modules[__name__], watch, predictions)
     for module in modules:

@@ -5,7 +5,7 @@
                                                 #        its H^-1 form; ex.buggy_gptq holds the planted bug
     ex.check_output_error(my_output_error)      # build: my_output_error(delta (out, in), h (in, in)) -> (out,)
 
-The GPTQ checker compares with `qwen_min.quant.gptq_int4` (damping 0.01, columns in order) on small seeded layers
+The GPTQ checker compares with `qwen_min.quant.gptq.gptq_int4` (damping 0.01, columns in order) on small seeded layers
 whose inputs have a few large channels, as real layers do: at least 99% identical codes and the same output error
 within 1% (sums in another order may flip a rare near-tie; the planted bug changes 10-16% of the codes).
 """

@@ -14,8 +14,8 @@ from torch import nn
 
 from qwen_min.course.exercises import compare, judge_prediction, prediction, seed
 from qwen_min.course.exercises.reference import ch09_sft as ref
+from qwen_min.model.lora import LoRALinear, merge_lora
 from qwen_min.tasks.checkable import handwritten, make_examples
-from qwen_min.train.lora import LoRALinear, merge_lora
 from qwen_min.train.sft import assistant_spans, encode_chat
 
 
@@ -81,7 +81,7 @@ def _lora_run(student, at: int, rank: int, alpha: float, bias: bool) -> dict:
 
 def check_lora_layer(student) -> None:
     """student(x (..., in), base nn.Linear, A (r, in), B (out, r), alpha) -> (the LoRA layer's output (..., out), a
-    plain nn.Linear holding the merged weight and the base's bias), compared with qwen_min.train.lora.LoRALinear."""
+    plain nn.Linear holding the merged weight and the base's bias), compared with qwen_min.model.lora.LoRALinear."""
     g = torch.Generator().manual_seed(seed(90))
     inputs = [(int(torch.randint(0, 10_000, (1,), generator=g)), rank, alpha, bias)
               for rank, alpha, bias in [(4, 8.0, False), (2, 16.0, True), (1, 1.0, True)]]

@@ -38,6 +38,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import pkgutil
 import re
 import sys
 import threading
@@ -45,6 +46,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+REFERENCE_PACKAGE = "qwen_min.course.exercises.reference"  # where the reference answers live (see reference/__init__.py)
 _ANSWERS: list[Callable] = []  # every reference answer and measurement of exercises/reference/, see `answer`
 ANSWER_OF: dict[str, Callable] = {}  # "ch09_sft.check_fixed_lora_merge" -> its reference (tests/course/test_bypasses.py)
 _CO_FUNCTION = inspect.CO_OPTIMIZED | inspect.CO_NEWLOCALS  # a function's code: co_consts[0] is its docstring or None
@@ -61,13 +63,11 @@ def answer(checker: str):
 
 
 def all_answers() -> list[Callable]:
-    """Every registered answer: the reference modules are imported first, so that none is missed."""
-    import pkgutil
-
-    from qwen_min.course.exercises import reference
-
-    for module in pkgutil.iter_modules(reference.__path__):
-        importlib.import_module(f"{reference.__name__}.{module.name}")
+    """Every registered answer. The reference modules register themselves when imported; they import this module,
+    so they are found here by name (as `Forbidden.of` finds forbidden modules), never imported at the top."""
+    package = importlib.import_module(REFERENCE_PACKAGE)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{REFERENCE_PACKAGE}.{module.name}")
     return list(_ANSWERS)
 
 
@@ -162,7 +162,7 @@ _CELL_FILE = re.compile(r"(<ipython-input-\d+-|.*ipykernel_\d+[/\\]\d+\.py$)")
 def written_in_a_cell(code: types.CodeType) -> bool:
     """Whether `code` was compiled from a Jupyter cell (ipykernel names its files ipykernel_<pid>/<hash>.py).
 
-    >>> written_in_a_cell(compile("1", "/tmp/ipykernel_41/3141.py", "eval")), written_in_a_cell(compile("1", "x.py", "eval"))
+    >>> written_in_a_cell(compile("1", "/tmp/ipykernel_41/3141.py", "eval")), written_in_a_cell(compile("1", "paths.py", "eval"))
     (True, False)
     """
     return bool(_CELL_FILE.match(code.co_filename))

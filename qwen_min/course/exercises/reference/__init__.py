@@ -5,7 +5,7 @@
     ref.measured_trained_share("add")        # the predict exercise's measurement
 
 Design choices
-- One module per chapter, named as the chapter's checker module (`ch09_sft.py` here for exercises/ch09_sft.py).
+- One module per chapter, named as the chapter's checker module (`ch09_sft.py` here for course/exercises/ch09_sft.py).
   The checker module, which the student imports, holds the `check_*` functions, the input builders and the planted
   bugs; it imports this one. Nothing here is re-exported there.
 - Every reference answer and every `measured_*` experiment is decorated with `watch.answer(checker)`: inside a student's

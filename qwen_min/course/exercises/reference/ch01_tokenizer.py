@@ -1,4 +1,4 @@
-"""Reference answers and the measurement of notebooks/01_tokenizer.ipynb's exercises (see reference/__init__.py)."""
+"""Reference answers and the measurement of notebooks/01_tokenizer.ipynb's exercises (see __init__.py)."""
 
 from __future__ import annotations
 

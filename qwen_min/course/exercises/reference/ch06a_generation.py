@@ -1,4 +1,4 @@
-"""Reference answers of notebooks/06a_generation.ipynb's exercises (see reference/__init__.py)."""
+"""Reference answers of notebooks/06a_generation.ipynb's exercises (see __init__.py)."""
 
 from qwen_min.course.exercises.watch import answer
 from qwen_min.generation import generate, process_logits

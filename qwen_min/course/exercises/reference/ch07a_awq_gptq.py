@@ -1,4 +1,4 @@
-"""Reference answers of notebooks/07a_awq_gptq.ipynb's exercises (see reference/__init__.py)."""
+"""Reference answers of notebooks/07a_awq_gptq.ipynb's exercises (see __init__.py)."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""Reference answer and the measurement of notebooks/08a_runs_at_scale.ipynb's exercises (see reference/__init__.py;
+"""Reference answer and the measurement of notebooks/08a_runs_at_scale.ipynb's exercises (see __init__.py;
 the tiny model is chapter 8's)."""
 
 from __future__ import annotations

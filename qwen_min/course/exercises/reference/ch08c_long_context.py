@@ -1,5 +1,5 @@
 """Reference answers, the measurement and its setting of notebooks/08c_long_context.ipynb's exercises
-(see reference/__init__.py)."""
+(see __init__.py)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
-"""Reference answers and the measurement of notebooks/09_sft.ipynb's exercises (see reference/__init__.py)."""
+"""Reference answers and the measurement of notebooks/09_sft.ipynb's exercises (see __init__.py)."""
 
 import functools
 
 from qwen_min.course.exercises.watch import answer
+from qwen_min.model.lora import LoRALinear
 from qwen_min.model.qwen import IGNORE_INDEX
 from qwen_min.paths import official_tokenizer_dir
 from qwen_min.tasks.checkable import make_examples
 from qwen_min.tokenizer.bpe import Tokenizer
-from qwen_min.train.lora import LoRALinear
 from qwen_min.train.sft import encode_chat
 
 

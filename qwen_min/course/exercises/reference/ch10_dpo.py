@@ -1,5 +1,5 @@
 """Reference answers, the measurement and the shared setting of notebooks/10_dpo.ipynb's exercises
-(see reference/__init__.py)."""
+(see __init__.py)."""
 
 from __future__ import annotations
 

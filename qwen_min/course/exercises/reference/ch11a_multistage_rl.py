@@ -1,4 +1,4 @@
-"""Reference answers of notebooks/11a_multistage_rl.ipynb's exercises (see reference/__init__.py)."""
+"""Reference answers of notebooks/11a_multistage_rl.ipynb's exercises (see __init__.py)."""
 
 from math import lgamma, log
 

@@ -1,4 +1,4 @@
-"""Reference answer and the measurement of notebooks/12_evaluation.ipynb's exercises (see reference/__init__.py)."""
+"""Reference answer and the measurement of notebooks/12_evaluation.ipynb's exercises (see __init__.py)."""
 
 import functools
 import random

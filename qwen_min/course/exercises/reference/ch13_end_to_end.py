@@ -1,4 +1,4 @@
-"""Reference answers and the shared setting of notebooks/13_end_to_end.ipynb's exercises (see reference/__init__.py)."""
+"""Reference answers and the shared setting of notebooks/13_end_to_end.ipynb's exercises (see __init__.py)."""
 
 import functools
 

@@ -4,7 +4,7 @@
     qwen-min eval tasks --compare results/rl/samples/checkpoint.jsonl results/rl/samples/dpo.jsonl ...
 
 Design choices
-- Both held-out sets (tasks/heldout.py: the training phrasings and the new ones) in one run, greedy, fp32 by
+- Both held-out sets (eval/heldout.py: the training phrasings and the new ones) in one run, greedy, fp32 by
   default (the format the RL stages train in); the samples file is written once, at the end.
 - `--compare` reads samples files only (no model): accuracy with Wilson intervals per model and set, each
   model against the one before it, and the last against the first, paired over the same prompts.
@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qwen_min.command import add_model_arguments, load_from_args, log
+from qwen_min.eval.heldout import accuracy_table, evaluate_sets, format_table, heldout_sets, read_samples, write_samples
 from qwen_min.tasks.checkable import NEW_PHRASINGS
 
 
@@ -33,8 +34,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from qwen_min.tasks.heldout import accuracy_table, evaluate_sets, format_table, heldout_sets, read_samples, write_samples
-
     if args.compare:
         models = {path.stem: read_samples(path) for path in args.compare}
         print(format_table(accuracy_table(models)))

@@ -10,10 +10,10 @@ import re
 import pytest
 
 from qwen_min.cli import main
+from qwen_min.eval.heldout import accuracy_table, format_table, heldout_sets, write_samples
 from qwen_min.eval.paired import paired_difference
 from qwen_min.eval.passk import wilson_interval
 from qwen_min.tasks.checkable import NEW_PHRASINGS, PHRASINGS, make_examples
-from qwen_min.tasks.heldout import accuracy_table, format_table, heldout_sets, write_samples
 
 
 def template_of(prompt: str, templates) -> str | None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import qwen_min as qm
-from qwen_min.train.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, apply_lora, load_adapters, merge_lora, save_adapters
+from qwen_min.model.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, apply_lora, load_adapters, merge_lora, save_adapters
 
 CFG = qm.QwenConfig.from_name("tiny", vocab_size=256)
 IDS = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(1))
